@@ -42,14 +42,15 @@ async def authenticate(request: Request, runtime: Any) -> Identity | None:  # ty
     """
 
 
-@hookspec
+@hookspec(firstresult=True)
 async def authorize(identity: Identity, function: FunctionDef, runtime: Any) -> bool | None:  # type: ignore[empty-body]
     """Decide whether `identity` may call `function`.
 
     Called for every call of a function that is not `public=True`, after `authenticate`.
-    Return False to refuse (the call answers 403 `forbidden`), True to allow, None to abstain.
-    Every implementation runs; the call is refused if any returns False. Raise `Forbidden`
-    to refuse with a specific message (for example naming the missing permission).
+    Return True to allow, False to refuse (the call answers 403 `forbidden`), None to leave
+    the decision to the next plugin. Stops at the first non-None result; the built-in rule
+    (runtime/defaults/permissions.py) answers last. Raise `Forbidden` to refuse with a
+    specific message, for example naming the missing permission.
     """
 
 

@@ -1,0 +1,98 @@
+"""`ctx`: what a function receives as its first argument (DESIGN §5)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from runtime.db.documents import Database
+from runtime.types import Identity, VMDriver
+
+if TYPE_CHECKING:
+    from runtime.engine import Runtime
+
+
+class Context:
+    """Shared by every kind: who calls, when, and a logger tagged with the call."""
+
+    def __init__(
+        self, runtime: Runtime, function: str, auth: Identity | None, request_id: str, now: datetime
+    ) -> None:
+        self._runtime = runtime
+        self.function = function
+        self.auth = auth
+        self.request_id = request_id
+        self.now = now
+        self.log = logging.LoggerAdapter(
+            logging.getLogger(f"app.{function}"),
+            {"function": function, "request_id": request_id},
+        )
+
+    def extension(self, name: str) -> Any:
+        """A value a plugin added to every context (see `Runtime.context_extensions`)."""
+        return self._runtime.context_extensions[name](self)
+
+    def __getattr__(self, name: str) -> Any:
+        # ctx.secrets, ctx.scheduler, ... come from plugins; unknown names fail as usual.
+        factories = self.__dict__.get("_runtime").context_extensions  # type: ignore[union-attr]
+        if name in factories:
+            value = factories[name](self)
+            setattr(self, name, value)
+            return value
+        raise AttributeError(f"ctx has no attribute {name!r}")
+
+
+class TxContext(Context):
+    """For queries and mutations: everything runs in the call's one transaction."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        function: str,
+        auth: Identity | None,
+        request_id: str,
+        now: datetime,
+        conn: psycopg.AsyncConnection[Any],
+        attempt: int,
+        read_only: bool,
+    ) -> None:
+        super().__init__(runtime, function, auth, request_id, now)
+        self.attempt = attempt
+        self.read_only = read_only
+        self.connection = conn
+        self.db = Database(conn, runtime.registry.tables, read_only)
+
+    async def sql(self, text: str, *params: Any) -> list[dict[str, Any]]:
+        """Run raw SQL (with %s placeholders) in this transaction; rows as dicts."""
+        cur = self.connection.cursor(row_factory=dict_row)
+        await cur.execute(text, params or None)  # type: ignore[arg-type]
+        if cur.description is None:
+            return []
+        return await cur.fetchall()
+
+
+class ActionContext(Context):
+    """For actions: no transaction; call other functions and the outside world."""
+
+    attempt = 1
+
+    async def run_query(self, name: str, args: Mapping[str, Any] | None = None) -> Any:
+        return await self._runtime.call_internal(name, args or {}, self.auth, self.request_id, "query")
+
+    async def run_mutation(self, name: str, args: Mapping[str, Any] | None = None) -> Any:
+        return await self._runtime.call_internal(
+            name, args or {}, self.auth, self.request_id, "mutation"
+        )
+
+    async def run_action(self, name: str, args: Mapping[str, Any] | None = None) -> Any:
+        return await self._runtime.call_internal(name, args or {}, self.auth, self.request_id, "action")
+
+    @property
+    def vm(self) -> VMDriver:
+        """The configured VM driver (`RUNTIME_VM_DRIVER`, default "process")."""
+        return self._runtime.vm_driver()

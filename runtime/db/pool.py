@@ -1,0 +1,55 @@
+"""The connection pool and how each of its connections is set up."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import psycopg
+from psycopg.adapt import Loader
+from psycopg.types.json import set_json_dumps, set_json_loads
+from psycopg_pool import AsyncConnectionPool
+
+from runtime.config import Settings
+
+_json_encode = msgspec.json.Encoder().encode
+_json_decode = msgspec.json.Decoder().decode
+
+
+class UUIDTextLoader(Loader):
+    """Load uuid columns as str: app code and JSON see the same strings it sent."""
+
+    def load(self, data: Any) -> str:
+        return bytes(data).decode()
+
+
+def configure_adapters(conn: psycopg.AsyncConnection[Any] | psycopg.Connection[Any]) -> None:
+    conn.adapters.register_loader("uuid", UUIDTextLoader)
+    set_json_loads(_json_decode, conn)
+    set_json_dumps(_json_encode, conn)
+
+
+async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
+    configure_adapters(conn)
+    await conn.set_autocommit(True)
+
+
+def make_pool(settings: Settings, conninfo: str) -> AsyncConnectionPool:
+    """A pool of autocommit connections; transactions are begun explicitly per call.
+
+    The statement timeout is a session default set at connect time, so the hot path needs
+    no extra round trip; functions with their own timeout set it locally.
+    """
+    options = f"-c statement_timeout={settings.statement_timeout_ms} -c idle_in_transaction_session_timeout=60000"
+    return AsyncConnectionPool(
+        conninfo,
+        kwargs={"options": options, "prepare_threshold": 2, "application_name": "swarm-runtime"},
+        min_size=settings.pool_min,
+        max_size=settings.pool_max,
+        timeout=settings.pool_timeout_s,
+        max_waiting=0,
+        configure=_configure,
+        reconnect_timeout=3600.0,
+        open=False,
+        name="swarm-runtime",
+    )

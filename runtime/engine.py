@@ -1,0 +1,203 @@
+"""The Runtime: settings, pool, plugins and the serving registry, and how a call runs.
+
+HTTP-free: the HTTP layer (runtime/http/) turns requests into `Runtime.call` and results or
+`RuntimeFailure`s into responses. Plugin routes, the scheduler and actions call functions
+through the same object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import pluggy
+import psycopg
+
+from runtime import errors, schema as schema_mod
+from runtime.config import Settings
+from runtime.context import ActionContext, Context, TxContext
+from runtime.db.migrate import apply_schema
+from runtime.db.pool import make_pool
+from runtime.defaults import DEFAULT_PLUGINS, DEV_PLUGINS
+from runtime.hotkeys import HotKeyTracker
+from runtime.plugins import HookFailed, call_first, make_plugin_manager
+from runtime.registry import FunctionDef, Registry, build_registry
+from runtime.retry import RetryPolicy
+from runtime.transactions import Transactor
+from runtime.types import CallInfo, Identity, VMDriver
+
+log = logging.getLogger("runtime")
+
+
+@dataclass
+class CallResult:
+    value: Any
+    attempts: int
+    hot_key_waited: bool
+
+
+class Runtime:
+    """One per server process. Holds the serving `registry`, swapped atomically on reload."""
+
+    def __init__(self, settings: Settings, database_url: str) -> None:
+        self.settings = settings
+        self.database_url = database_url
+        self.pool = make_pool(settings, database_url)
+        self.hot_keys = HotKeyTracker(settings.hot_key_window_s)
+        self.transactor = Transactor(
+            self.pool,
+            RetryPolicy(**vars(settings.retry)),
+            self.hot_keys,
+            settings.pool_timeout_s,
+        )
+        self.registry: Registry | None = None
+        self.plugins: pluggy.PluginManager = make_plugin_manager(
+            settings.plugins_dir,
+            defaults=DEFAULT_PLUGINS + (DEV_PLUGINS if settings.dev else []),
+        )
+        self.context_extensions: dict[str, Callable[[Context], Any]] = {}
+        self.vm_drivers: dict[str, VMDriver] = {}
+        self.started_at = time.time()
+        self.reload_status: dict[str, Any] = {}
+        self.background: set[asyncio.Task[Any]] = set()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the pool, apply schema.json, load app_functions, run plugin startup hooks."""
+        registry = build_registry(self.settings.functions_dir, self.settings.schema_path, 1)
+        await self.pool.open(wait=True, timeout=max(self.settings.pool_timeout_s, 10.0))
+        await apply_schema(self.pool, registry.schema, allow_destructive=self.settings.allow_destructive)
+        self.registry = registry
+        for drivers in self.plugins.hook.vm_drivers():
+            self.vm_drivers.update(drivers)
+        from runtime.plugins import call_all
+
+        await call_all(self.plugins, "startup", runtime=self)
+
+    async def stop(self) -> None:
+        from runtime.plugins import call_all
+
+        for task in list(self.background):
+            task.cancel()
+        try:
+            await call_all(self.plugins, "shutdown", runtime=self)
+        finally:
+            await self.pool.close()
+
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        """Run a background task owned by the runtime; cancelled on stop."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        return task
+
+    def vm_driver(self) -> VMDriver:
+        name = os.environ.get("RUNTIME_VM_DRIVER", "process")
+        try:
+            return self.vm_drivers[name]
+        except KeyError:
+            raise errors.Internal(f"VM driver {name!r} is not installed") from None
+
+    # -- calls -----------------------------------------------------------------------
+
+    def lookup(self, name: str, *, from_http: bool) -> FunctionDef:
+        registry = self.registry
+        fn = registry.functions.get(name) if registry else None
+        if fn is None or (from_http and fn.internal):
+            raise errors.NotFound(f"Unknown function {name!r}")
+        return fn
+
+    async def authorize(self, fn: FunctionDef, identity: Identity | None) -> None:
+        if fn.public:
+            return
+        if identity is None:
+            raise errors.Unauthenticated(f"{fn.name} requires authentication")
+        allowed = await call_first(self.plugins, "authorize", identity=identity, function=fn, runtime=self)
+        if allowed is False:
+            raise errors.Forbidden(f"Not allowed to call {fn.name}")
+
+    def decode_args(self, fn: FunctionDef, body: bytes | Mapping[str, Any]) -> dict[str, Any]:
+        if fn.decoder is None:
+            if isinstance(body, (bytes, bytearray, memoryview)):
+                try:
+                    value = msgspec.json.decode(body) if body else {}
+                except msgspec.DecodeError as exc:
+                    raise errors.InvalidJSON(str(exc)) from None
+            else:
+                value = dict(body)
+            if not isinstance(value, dict):
+                raise errors.InvalidArgs(
+                    "Arguments must be a JSON object",
+                    [{"path": "$", "message": "Expected `object`"}],
+                )
+            return value
+        assert fn.args_type is not None
+        if isinstance(body, (bytes, bytearray, memoryview)):
+            obj = schema_mod.decode_args(fn.decoder, bytes(body) or b"{}")
+        else:
+            obj = schema_mod.convert_args(fn.args_type, body)
+        return schema_mod.struct_to_kwargs(obj)
+
+    async def call(
+        self,
+        fn: FunctionDef,
+        kwargs: dict[str, Any],
+        identity: Identity | None,
+        request_id: str,
+    ) -> CallResult:
+        """Run one validated call of `fn` in its transaction (queries, mutations) or not."""
+        if fn.kind == "action":
+            ctx = ActionContext(self, fn.name, identity, request_id, datetime.now(UTC))
+            return CallResult(await fn.fn(ctx, **kwargs), 1, False)
+        read_only = fn.kind == "query"
+        key = "" if fn.key_arg is None else str(kwargs.get(fn.key_arg))
+
+        async def body(conn: psycopg.AsyncConnection[Any], attempt: int) -> Any:
+            ctx = TxContext(
+                self, fn.name, identity, request_id, datetime.now(UTC), conn, attempt, read_only
+            )
+            return await fn.fn(ctx, **kwargs)
+
+        outcome = await self.transactor.run(
+            body, read_only=read_only, function=fn.name, key=key, timeout_ms=fn.spec.timeout_ms
+        )
+        return CallResult(outcome.value, outcome.attempts, outcome.waited_on_hot_key)
+
+    async def call_internal(
+        self,
+        name: str,
+        args: Mapping[str, Any],
+        identity: Identity | None,
+        request_id: str | None = None,
+        expect_kind: str | None = None,
+    ) -> Any:
+        """Call a function by name from code (actions, plugins, the scheduler): internal
+        functions are allowed and no authorization runs; arguments are still validated."""
+        fn = self.lookup(name, from_http=False)
+        if expect_kind is not None and fn.kind != expect_kind:
+            raise errors.Internal(f"{name} is a {fn.kind}, not a {expect_kind}")
+        kwargs = self.decode_args(fn, args)
+        result = await self.call(fn, kwargs, identity, request_id or new_request_id())
+        return result.value
+
+    def notify_call_finished(self, info: CallInfo) -> None:
+        try:
+            self.plugins.hook.call_finished(info=info)
+        except Exception:
+            log.exception("a call_finished hook failed")
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+__all__ = ["CallResult", "HookFailed", "Runtime", "new_request_id"]

@@ -1,0 +1,1 @@
+"""The HTTP face of the runtime: Starlette routes, error responses, the ASGI app factory."""

@@ -1,0 +1,25 @@
+"""The SQL the runtime itself runs, kept in `.sql` files with named sections.
+
+A section starts with a line `-- name: <query_name>` and runs until the next one:
+
+    queries = load("runtime.sql")
+    queries["advisory_lock"]
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from importlib import resources
+
+_NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
+
+
+def parse(text: str) -> dict[str, str]:
+    parts = _NAME.split(text)
+    return {parts[i]: parts[i + 1].strip().rstrip(";") for i in range(1, len(parts) - 1, 2)}
+
+
+@cache
+def load(filename: str) -> dict[str, str]:
+    return parse(resources.files(__package__).joinpath(filename).read_text(encoding="utf-8"))

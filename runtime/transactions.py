@@ -1,0 +1,178 @@
+"""BEGIN, COMMIT and the automatic retry of serialization failures.
+
+`run_transaction` owns one pooled connection for the whole call: it optionally queues on the
+hot-key advisory lock, begins a SERIALIZABLE transaction, runs the body, commits, and on
+SQLSTATE 40001/40P01 rolls back and tries again under the `RetryPolicy`. It knows nothing of
+HTTP; failures leave as `runtime.errors` classes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import psycopg
+from psycopg import pq
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from runtime import errors
+from runtime.hotkeys import HotKeyTracker, lock_id
+from runtime.retry import Decision, RetryPolicy, classify_exception
+from runtime.sql import load
+
+T = TypeVar("T")
+Conn = psycopg.AsyncConnection[Any]
+Body = Callable[[Conn, int], Awaitable[T]]
+
+SQL = load("runtime.sql")
+
+
+@dataclass
+class TxOutcome(Generic[T]):
+    value: T
+    attempts: int
+    waited_on_hot_key: bool
+
+
+@dataclass
+class TxStats:
+    """Counters the metrics plugin reads; per process."""
+
+    transactions: int = 0
+    retries: int = 0
+    exhausted: int = 0
+    hot_key_waits: int = 0
+
+
+class Transactor:
+    """Runs transaction bodies on a pool with retry and hot-key queuing."""
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        policy: RetryPolicy,
+        hot_keys: HotKeyTracker,
+        pool_timeout_s: float,
+    ) -> None:
+        self.pool = pool
+        self.policy = policy
+        self.hot_keys = hot_keys
+        self.pool_timeout_s = pool_timeout_s
+        self.stats = TxStats()
+
+    async def run(
+        self,
+        body: Body[T],
+        *,
+        read_only: bool,
+        function: str,
+        key: str,
+        timeout_ms: int | None = None,
+    ) -> TxOutcome[T]:
+        try:
+            conn_cm = self.pool.connection(timeout=self.pool_timeout_s)
+            conn = await conn_cm.__aenter__()
+        except PoolTimeout as exc:
+            raise errors.Unavailable(
+                "No database connection became free in time; try again shortly"
+            ) from exc
+        except psycopg.OperationalError as exc:
+            raise errors.Unavailable() from exc
+        failure: BaseException | None = None
+        try:
+            return await self._attempts(conn, body, read_only, function, key, timeout_ms)
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            if failure is not None and conn.pgconn.transaction_status != pq.TransactionStatus.IDLE:
+                # Cancelled mid-statement or the connection broke: never hand back a
+                # connection that may hold a transaction or a session lock.
+                await conn.close()
+            await conn_cm.__aexit__(None, None, None)
+
+    async def _attempts(
+        self,
+        conn: Conn,
+        body: Body[T],
+        read_only: bool,
+        function: str,
+        key: str,
+        timeout_ms: int | None,
+    ) -> TxOutcome[T]:
+        begin = SQL["begin_read_only" if read_only else "begin_read_write"]
+        lock = lock_id(function, key)
+        locked = False
+        waited = False
+        started = time.monotonic()
+        attempt = 0
+        self.stats.transactions += 1
+        try:
+            if not read_only and self.hot_keys.is_hot(function, key):
+                await conn.execute(SQL["advisory_lock"], (lock,))
+                locked = waited = True
+                self.hot_keys.record_wait(function, key)
+                self.stats.hot_key_waits += 1
+            while True:
+                attempt += 1
+                committing = False
+                try:
+                    await conn.execute(begin)
+                    if timeout_ms is not None:
+                        await conn.execute(SQL["set_local_statement_timeout"], (str(timeout_ms),))
+                    value = await body(conn, attempt)
+                    committing = True
+                    await conn.execute(SQL["commit"])
+                    return TxOutcome(value, attempt, waited)
+                except psycopg.Error as exc:
+                    decision = classify_exception(exc, during_commit=committing)
+                    await _rollback_quietly(conn)
+                    if decision is Decision.RETRY:
+                        self.hot_keys.record_conflict(function, key)
+                        if not self.policy.should_retry(attempt, time.monotonic() - started):
+                            self.stats.exhausted += 1
+                            raise errors.RetriesExhausted(
+                                f"The transaction conflicted with concurrent transactions "
+                                f"{attempt} times and retries were exhausted; try again"
+                            ) from exc
+                        self.stats.retries += 1
+                        if not locked and not read_only:
+                            await conn.execute(SQL["advisory_lock"], (lock,))
+                            locked = waited = True
+                            self.hot_keys.record_wait(function, key)
+                            self.stats.hot_key_waits += 1
+                        else:
+                            await asyncio.sleep(self.policy.delay(attempt))
+                        continue
+                    if decision is Decision.UNKNOWN_OUTCOME:
+                        raise errors.OutcomeUnknown() from exc
+                    raise errors.translate_db_error(exc) from exc
+                except BaseException:
+                    await _rollback_quietly(conn)
+                    raise
+        finally:
+            if locked and not conn.closed:
+                await _unlock_or_close(conn, lock)
+
+
+async def _rollback_quietly(conn: Conn) -> None:
+    status = conn.pgconn.transaction_status
+    if status in (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR):
+        try:
+            await conn.execute(SQL["rollback"])
+        except psycopg.Error:
+            await conn.close()
+
+
+async def _unlock_or_close(conn: Conn, lock: int) -> None:
+    """Release the session lock; if that is impossible, closing the session releases it."""
+    try:
+        if conn.pgconn.transaction_status == pq.TransactionStatus.IDLE:
+            await conn.execute(SQL["advisory_unlock"], (lock,))
+            return
+    except (psycopg.Error, asyncio.CancelledError):
+        pass
+    await conn.close()

@@ -28,7 +28,8 @@ from runtime.db.migrate import apply_schema
 from runtime.db.pool import make_pool
 from runtime.defaults import DEFAULT_PLUGINS, DEV_PLUGINS
 from runtime.hotkeys import HotKeyTracker
-from runtime.plugins import HookFailed, call_first, make_plugin_manager
+from runtime.plugins import HookFailed, call_all, call_first, make_plugin_manager
+from runtime.reload import Reloader, ReloadOutcome
 from runtime.registry import FunctionDef, Registry, build_registry
 from runtime.retry import RetryPolicy
 from runtime.transactions import Transactor
@@ -68,6 +69,7 @@ class Runtime:
         self.started_at = time.time()
         self.reload_status: dict[str, Any] = {}
         self.background: set[asyncio.Task[Any]] = set()
+        self.reloader: Reloader | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -77,21 +79,33 @@ class Runtime:
         await self.pool.open(wait=True, timeout=max(self.settings.pool_timeout_s, 10.0))
         await apply_schema(self.pool, registry.schema, allow_destructive=self.settings.allow_destructive)
         self.registry = registry
+        self.reload_status = {"serving_version": registry.version, "reloads": 0, "last": None, "last_error": None}
         for drivers in self.plugins.hook.vm_drivers():
             self.vm_drivers.update(drivers)
-        from runtime.plugins import call_all
-
         await call_all(self.plugins, "startup", runtime=self)
+        if self.settings.reload:
+            self.reloader = Reloader(self)
+            self.spawn(self.reloader.run())
 
     async def stop(self) -> None:
-        from runtime.plugins import call_all
-
+        if self.reloader is not None:
+            self.reloader.stop()
         for task in list(self.background):
             task.cancel()
+        await asyncio.gather(*self.background, return_exceptions=True)
         try:
             await call_all(self.plugins, "shutdown", runtime=self)
         finally:
             await self.pool.close()
+
+    def notify_reloaded(self, outcome: ReloadOutcome) -> None:
+        try:
+            self.plugins.hook.reloaded(
+                version=outcome.version, added=outcome.added, changed=outcome.changed,
+                removed=outcome.removed, duration_s=outcome.duration_ms / 1000, error=outcome.error,
+            )
+        except Exception:
+            log.exception("a reloaded hook failed")
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         """Run a background task owned by the runtime; cancelled on stop."""

@@ -90,6 +90,8 @@ class Conflict(RuntimeFailure):
 class RetriesExhausted(Conflict):
     """The transaction kept conflicting with concurrent transactions and retries were exhausted."""
 
+    attempts: int = 0
+
 
 class PayloadTooLarge(RuntimeFailure):
     """The request body is larger than the limit."""

@@ -62,7 +62,14 @@ class FunctionDef:
 
 @dataclass(frozen=True)
 class Registry:
-    version: int
+    """What serves: functions and tables of one version of the sources.
+
+    `version` is a hash of the source files, so every worker that loaded the same files
+    reports the same version; `generation` counts loads in this process.
+    """
+
+    version: str
+    generation: int
     functions: dict[str, FunctionDef]
     tables: dict[str, Any]
     schema: Any
@@ -119,8 +126,14 @@ def _describe_import_error(exc: BaseException, module: str) -> str:
     return f"{at}{type(exc).__name__}: {exc} (while importing {module})"
 
 
-def import_package(functions_dir: Path) -> tuple[list[types.ModuleType], list[str]]:
-    """Import every module under `functions_dir` as fresh module objects."""
+def import_package(
+    functions_dir: Path,
+) -> tuple[list[types.ModuleType], list[str], Callable[[], None]]:
+    """Import every module under `functions_dir` as fresh module objects.
+
+    Returns the modules, the problems, and a function that puts the previous modules back
+    into `sys.modules` (for when the caller rejects this load).
+    """
     package = functions_dir.name
     stashed = {k: m for k, m in sys.modules.items() if k == package or k.startswith(package + ".")}
     for name in stashed:
@@ -154,11 +167,15 @@ def import_package(functions_dir: Path) -> tuple[list[types.ModuleType], list[st
                 problems.append(_describe_import_error(exc, dotted))
     except Exception as exc:
         problems.append(_describe_import_error(exc, package))
-    if problems:
+
+    def restore() -> None:
         for name in [k for k in sys.modules if k == package or k.startswith(package + ".")]:
             del sys.modules[name]
         sys.modules.update(stashed)
-    return modules, problems
+
+    if problems:
+        restore()
+    return modules, problems, restore
 
 
 def _check_signature(
@@ -249,16 +266,28 @@ def collect_functions(
     return functions, problems
 
 
-def build_registry(functions_dir: Path, schema_path: Path, version: int) -> Registry:
+def content_version(functions_dir: Path, schema_path: Path) -> str:
+    """A short hash of every source file and schema.json: equal files, equal version."""
+    h = hashlib.blake2b(digest_size=6)
+    for path in sorted(functions_dir.rglob("*.py")):
+        if "__pycache__" not in path.parts:
+            h.update(str(path.relative_to(functions_dir)).encode() + b"\0" + path.read_bytes())
+    if schema_path.exists():
+        h.update(schema_path.read_bytes())
+    return h.hexdigest()
+
+
+def build_registry(functions_dir: Path, schema_path: Path, generation: int) -> Registry:
     """Load schema.json and every app module; raise LoadError listing every problem."""
-    schema = schema_mod.load_schema(schema_path)  # raises LoadError with JSON paths
-    tables = schema_mod.table_infos(schema)
     if not functions_dir.is_dir():
         raise LoadError([f"functions directory {functions_dir} does not exist"])
-    modules, problems = import_package(functions_dir)
+    version = content_version(functions_dir, schema_path)
+    schema = schema_mod.load_schema(schema_path)  # raises LoadError with JSON paths
+    tables = schema_mod.table_infos(schema)
+    modules, problems, restore = import_package(functions_dir)
+    if not problems:
+        functions, problems = collect_functions(modules, functions_dir, schema)
     if problems:
+        restore()
         raise LoadError(problems)
-    functions, problems = collect_functions(modules, functions_dir, schema)
-    if problems:
-        raise LoadError(problems)
-    return Registry(version, functions, tables, schema, tuple(modules))
+    return Registry(version, generation, functions, tables, schema, tuple(modules))

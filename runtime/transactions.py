@@ -134,10 +134,12 @@ class Transactor:
                         self.hot_keys.record_conflict(function, key)
                         if not self.policy.should_retry(attempt, time.monotonic() - started):
                             self.stats.exhausted += 1
-                            raise errors.RetriesExhausted(
+                            exhausted = errors.RetriesExhausted(
                                 f"The transaction conflicted with concurrent transactions "
                                 f"{attempt} times and retries were exhausted; try again"
-                            ) from exc
+                            )
+                            exhausted.attempts = attempt
+                            raise exhausted from exc
                         self.stats.retries += 1
                         if not locked and not read_only:
                             await conn.execute(SQL["advisory_lock"], (lock,))

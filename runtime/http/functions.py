@@ -52,6 +52,7 @@ async def call_function(request: Request) -> Response:
         )
     except RuntimeFailure as exc:
         status, code = exc.status, exc.code
+        attempts = getattr(exc, "attempts", attempts)
         if exc.__cause__ is not None and status >= 500:
             log.warning("call %s failed: %s (%s)", name, exc.message, type(exc.__cause__).__name__)
         extra = {"x-runtime-attempts": str(attempts)} if attempts else None

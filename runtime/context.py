@@ -21,13 +21,21 @@ class Context:
     """Shared by every kind: who calls, when, and a logger tagged with the call."""
 
     def __init__(
-        self, runtime: Runtime, function: str, auth: Identity | None, request_id: str, now: datetime
+        self,
+        runtime: Runtime,
+        function: str,
+        auth: Identity | None,
+        request_id: str,
+        now: datetime,
+        *,
+        client_ip: str | None = None,
     ) -> None:
         self._runtime = runtime
         self.function = function
         self.auth = auth
         self.request_id = request_id
         self.now = now
+        self.client_ip = client_ip  # the HTTP caller's address (None when called from code)
         self.log = logging.LoggerAdapter(
             logging.getLogger(f"app.{function}"),
             {"function": function, "request_id": request_id},
@@ -60,8 +68,10 @@ class TxContext(Context):
         conn: psycopg.AsyncConnection[Any],
         attempt: int,
         read_only: bool,
+        *,
+        client_ip: str | None = None,
     ) -> None:
-        super().__init__(runtime, function, auth, request_id, now)
+        super().__init__(runtime, function, auth, request_id, now, client_ip=client_ip)
         self.attempt = attempt
         self.read_only = read_only
         self.connection = conn
@@ -82,15 +92,19 @@ class ActionContext(Context):
     attempt = 1
 
     async def run_query(self, name: str, args: Mapping[str, Any] | None = None) -> Any:
-        return await self._runtime.call_internal(name, args or {}, self.auth, self.request_id, "query")
+        return await self._runtime.call_internal(
+            name, args or {}, self.auth, self.request_id, "query", client_ip=self.client_ip
+        )
 
     async def run_mutation(self, name: str, args: Mapping[str, Any] | None = None) -> Any:
         return await self._runtime.call_internal(
-            name, args or {}, self.auth, self.request_id, "mutation"
+            name, args or {}, self.auth, self.request_id, "mutation", client_ip=self.client_ip
         )
 
     async def run_action(self, name: str, args: Mapping[str, Any] | None = None) -> Any:
-        return await self._runtime.call_internal(name, args or {}, self.auth, self.request_id, "action")
+        return await self._runtime.call_internal(
+            name, args or {}, self.auth, self.request_id, "action", client_ip=self.client_ip
+        )
 
     @property
     def vm(self) -> VMDriver:

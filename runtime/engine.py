@@ -167,17 +167,24 @@ class Runtime:
         kwargs: dict[str, Any],
         identity: Identity | None,
         request_id: str,
+        client_ip: str | None = None,
     ) -> CallResult:
-        """Run one validated call of `fn` in its transaction (queries, mutations) or not."""
+        """Run one validated call of `fn` in its transaction (queries, mutations) or not.
+
+        `client_ip` is the HTTP caller's address (`ctx.client_ip`), None for calls from code.
+        """
         if fn.kind == "action":
-            ctx = ActionContext(self, fn.name, identity, request_id, datetime.now(UTC))
+            ctx = ActionContext(
+                self, fn.name, identity, request_id, datetime.now(UTC), client_ip=client_ip
+            )
             return CallResult(await fn.fn(ctx, **kwargs), 1, False)
         read_only = fn.kind == "query"
         key = "" if fn.key_arg is None else str(kwargs.get(fn.key_arg))
 
         async def body(conn: psycopg.AsyncConnection[Any], attempt: int) -> Any:
             ctx = TxContext(
-                self, fn.name, identity, request_id, datetime.now(UTC), conn, attempt, read_only
+                self, fn.name, identity, request_id, datetime.now(UTC), conn, attempt, read_only,
+                client_ip=client_ip,
             )
             return await fn.fn(ctx, **kwargs)
 
@@ -193,6 +200,8 @@ class Runtime:
         identity: Identity | None,
         request_id: str | None = None,
         expect_kind: str | None = None,
+        *,
+        client_ip: str | None = None,
     ) -> Any:
         """Call a function by name from code (actions, plugins, the scheduler): internal
         functions are allowed and no authorization runs; arguments are still validated."""
@@ -200,7 +209,7 @@ class Runtime:
         if expect_kind is not None and fn.kind != expect_kind:
             raise errors.Internal(f"{name} is a {fn.kind}, not a {expect_kind}")
         kwargs = self.decode_args(fn, args)
-        result = await self.call(fn, kwargs, identity, request_id or new_request_id())
+        result = await self.call(fn, kwargs, identity, request_id or new_request_id(), client_ip)
         return result.value
 
     def notify_call_finished(self, info: CallInfo) -> None:

@@ -6,6 +6,7 @@ This module is the public face that `app_functions/` and `plugins/` import; noth
 
 from __future__ import annotations
 
+from runtime.auth.apikeys import API_KEY_PREFIX, parse_api_key, verify_api_key_secret
 from runtime.errors import (
     Conflict,
     Forbidden,
@@ -13,6 +14,7 @@ from runtime.errors import (
     NotFound,
     RuntimeFailure,
     Unauthenticated,
+    Unavailable,
     UserError,
 )
 from runtime.functions import (
@@ -24,11 +26,13 @@ from runtime.functions import (
     query,
 )
 from runtime.hookspecs import hookimpl
+from runtime.http.body import read_limited_body
 from runtime.types import SYSTEM, CallInfo, Identity, VMDriver, VMInfo, VMSpec
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "API_KEY_PREFIX",
     "SYSTEM",
     "CallInfo",
     "Conflict",
@@ -38,6 +42,7 @@ __all__ = [
     "NotFound",
     "RuntimeFailure",
     "Unauthenticated",
+    "Unavailable",
     "UserError",
     "VMDriver",
     "VMInfo",
@@ -49,5 +54,8 @@ __all__ = [
     "internal_mutation",
     "internal_query",
     "mutation",
+    "parse_api_key",
     "query",
+    "read_limited_body",
+    "verify_api_key_secret",
 ]

@@ -1,0 +1,339 @@
+"""The `process` VM driver: every "VM" is a process group on this host.
+
+`spawn` starts the agent command (`VMSpec.command`, else `RUNTIME_VM_PROCESS_COMMAND`,
+shlex-split) as a child in its own session and process group, in its own working directory
+`$RUNTIME_DATA/vms/<vm_id>/` (stdout and stderr go to `stdout.log` and `stderr.log` there),
+with a minimal environment (PATH, HOME, LANG of this process, then `VMSpec.env`) and the
+resource limits of the spec. `stop` sends SIGTERM to the whole group, waits a grace period,
+then sends SIGKILL to what is left. The asyncio child watcher reaps the child as soon as it
+exits, so no zombie is left behind and `status` reports the exit without being asked to poll.
+
+Resource limits are set by a tiny wrapper, not by `preexec_fn`: the child is
+`python -I -S -c <wrapper> <as_bytes> <cpu_seconds> <command...>`, which calls
+`resource.setrlimit` on itself and then `os.execvp`s the command (same pid, so the limits
+and the process group carry over). `preexec_fn` runs Python code between fork and exec,
+which can deadlock when other threads hold locks (the runtime has thread pools), and it
+forces a full fork(); `prlimit` after spawn leaves a window in which the agent runs, and can
+fork, unlimited. The wrapper has neither problem and needs nothing but this interpreter.
+
+RLIMIT_AS caps virtual address space, not resident memory: runtimes that reserve large
+address ranges up front (Node.js, the JVM, Go) may fail under a small cap even though they
+would use little memory. Set `RUNTIME_VM_PROCESS_LIMIT_MEMORY=0` to leave it unset.
+
+Configuration, read when `vm_drivers()` is called:
+    RUNTIME_DATA                      state directory (./.runtime); VMs live in vms/<vm_id>/
+    RUNTIME_VM_PROCESS_COMMAND        default agent command when the spec has none
+    RUNTIME_VM_PROCESS_STOP_GRACE     seconds between SIGTERM and SIGKILL (5)
+    RUNTIME_VM_PROCESS_LIMIT_MEMORY   1 (default) sets RLIMIT_AS from memory_mb; 0 does not
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shlex
+import shutil
+import signal
+import sys
+import time
+import uuid
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+from runtime import NotFound, RuntimeFailure, VMInfo, VMSpec, hookimpl
+
+DRIVER_NAME = "process"
+PASSED_ENV = ("PATH", "HOME", "LANG")
+KILL_WAIT_S = 5.0  # how long to wait for the group to vanish after SIGKILL
+POLL_S = 0.05
+
+# Runs in the child: apply the limits to itself, then become the agent command.
+_RLIMIT_WRAPPER = """\
+import os, resource, sys
+def cap(kind, soft, hard):
+    _, cur_hard = resource.getrlimit(kind)
+    if cur_hard != resource.RLIM_INFINITY:
+        soft, hard = min(soft, cur_hard), min(hard, cur_hard)
+    resource.setrlimit(kind, (soft, hard))
+as_bytes, cpu = int(sys.argv[1]), int(sys.argv[2])
+if as_bytes > 0:
+    cap(resource.RLIMIT_AS, as_bytes, as_bytes)
+if cpu > 0:
+    cap(resource.RLIMIT_CPU, cpu, cpu + 1)
+try:
+    os.execvp(sys.argv[3], sys.argv[3:])
+except OSError as exc:
+    sys.stderr.write(f"cannot execute {sys.argv[3]!r}: {exc}\\n")
+    sys.stderr.flush()
+    os._exit(127)
+"""
+
+State = Literal["starting", "running", "busy", "stopping", "stopped", "error"]
+
+
+class ProcessVMError(RuntimeFailure):
+    """The process VM could not be started."""
+
+
+@dataclass(eq=False)
+class _ProcessVM:
+    vm_id: str
+    spec: VMSpec
+    command: list[str]
+    workdir: Path
+    proc: asyncio.subprocess.Process
+    started_at: float
+    stop_requested: bool = False
+    stopping: asyncio.Task[None] | None = None
+
+
+class ProcessDriver:
+    """Runs each VM as a local child process group; see the module docstring."""
+
+    name = DRIVER_NAME
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        default_command: list[str] | None = None,
+        *,
+        stop_grace: float = 5.0,
+        limit_memory: bool = True,
+        base_env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.default_command = list(default_command) if default_command else None
+        self.stop_grace = stop_grace
+        self.limit_memory = limit_memory
+        source = os.environ if base_env is None else base_env
+        self.base_env = {key: source[key] for key in PASSED_ENV if key in source}
+        self._vms: dict[str, _ProcessVM] = {}
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ProcessDriver:
+        env = os.environ if environ is None else environ
+        command = env.get("RUNTIME_VM_PROCESS_COMMAND", "").strip()
+        return cls(
+            Path(env.get("RUNTIME_DATA") or "./.runtime"),
+            shlex.split(command) if command else None,
+            stop_grace=_env_float(env, "RUNTIME_VM_PROCESS_STOP_GRACE", 5.0),
+            limit_memory=env.get("RUNTIME_VM_PROCESS_LIMIT_MEMORY", "1").strip().lower()
+            not in ("0", "false", "no", "off"),
+            base_env=env,
+        )
+
+    # --- the VMDriver interface -----------------------------------------------------------
+
+    async def spawn(self, spec: VMSpec) -> VMInfo:
+        command = list(spec.command or self.default_command or [])
+        if not command:
+            raise ProcessVMError(
+                f"No agent command for VM {spec.name!r}: set VMSpec.command "
+                "or RUNTIME_VM_PROCESS_COMMAND"
+            )
+        vm_id = f"proc-{uuid.uuid4().hex[:12]}"
+        workdir = (self.data_dir / "vms" / vm_id).resolve()
+        env = self._child_env(spec, vm_id)
+        _check_executable(command[0], env.get("PATH", os.defpath), workdir)
+        workdir.mkdir(parents=True)
+
+        as_bytes = spec.memory_mb * 1024 * 1024 if self.limit_memory and spec.memory_mb else 0
+        argv = [sys.executable, "-I", "-S", "-c", _RLIMIT_WRAPPER,
+                str(as_bytes), str(spec.cpu_seconds or 0), *command]
+        out, err = _open_logs(workdir)
+        with out, err:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                cwd=workdir,
+                env=env,
+                start_new_session=True,
+            )
+        vm = _ProcessVM(vm_id, spec, command, workdir, proc, time.time())
+        self._vms[vm_id] = vm
+        return self._info(vm)
+
+    async def stop(self, vm_id: str) -> VMInfo:
+        vm = self._get(vm_id)
+        # Also clean up after a leader that exited on its own but left its group running.
+        if vm.stopping is None and (vm.proc.returncode is None or group_alive(vm.proc.pid)):
+            vm.stop_requested = vm.proc.returncode is None
+            vm.stopping = asyncio.ensure_future(terminate_group(vm.proc, self.stop_grace))
+        if vm.stopping is not None:
+            await asyncio.shield(vm.stopping)
+        return self._info(vm)
+
+    async def status(self, vm_id: str) -> VMInfo:
+        return self._info(self._get(vm_id))
+
+    async def list(self) -> list[VMInfo]:
+        return [self._info(vm) for vm in self._vms.values()]
+
+    # --- beyond the interface -------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Stop every VM still running (called from the `shutdown` hook)."""
+        running = [vm_id for vm_id, vm in self._vms.items() if vm.proc.returncode is None]
+        await asyncio.gather(*(self.stop(vm_id) for vm_id in running))
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _get(self, vm_id: str) -> _ProcessVM:
+        try:
+            return self._vms[vm_id]
+        except KeyError:
+            raise NotFound(f"No VM {vm_id!r} in the {DRIVER_NAME!r} driver") from None
+
+    def _child_env(self, spec: VMSpec, vm_id: str) -> dict[str, str]:
+        env = dict(self.base_env)
+        env.update(spec.env)
+        env.setdefault("VM_ID", vm_id)
+        if spec.ticket_id:
+            env.setdefault("TICKET_ID", spec.ticket_id)
+        return env
+
+    def _info(self, vm: _ProcessVM) -> VMInfo:
+        code = vm.proc.returncode
+        state: State
+        if code is None:
+            state = "stopping" if vm.stop_requested else "running"
+        elif code == 0 or vm.stop_requested:
+            state = "stopped"
+        else:
+            state = "error"
+        details: dict[str, Any] = {
+            "name": vm.spec.name,
+            "ticket_id": vm.spec.ticket_id,
+            "command": vm.command,
+            "workdir": str(vm.workdir),
+            "stdout": str(vm.workdir / "stdout.log"),
+            "stderr": str(vm.workdir / "stderr.log"),
+            "pgid": vm.proc.pid,
+            "started_at": vm.started_at,
+            "stop_requested": vm.stop_requested,
+        }
+        if code is not None and code < 0:
+            details["signal"] = signal.Signals(-code).name
+        return VMInfo(vm.vm_id, DRIVER_NAME, state, vm.proc.pid, code, details)
+
+
+# --- process-group helpers ----------------------------------------------------------------
+
+
+async def terminate_group(proc: asyncio.subprocess.Process, grace: float) -> None:
+    """SIGTERM the group led by `proc`, wait up to `grace` s for all of it, then SIGKILL.
+
+    The group id is the leader's pid (the child was started in a new session). Waits are
+    bounded: at most `grace` + KILL_WAIT_S.
+    """
+    loop = asyncio.get_running_loop()
+    pgid = proc.pid
+    _signal_group(proc, signal.SIGTERM)
+    deadline = loop.time() + grace
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(proc.wait(), grace)
+    while group_alive(pgid) and loop.time() < deadline:  # noqa: ASYNC110 - polls /proc
+        await asyncio.sleep(POLL_S)
+    _signal_group(proc, signal.SIGKILL)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(proc.wait(), KILL_WAIT_S)
+    deadline = loop.time() + KILL_WAIT_S
+    while group_alive(pgid) and loop.time() < deadline:  # noqa: ASYNC110 - polls /proc
+        await asyncio.sleep(POLL_S)
+
+
+def group_alive(pgid: int) -> bool:
+    """True while a live (non-zombie) process is in process group `pgid`.
+
+    Reads /proc so that zombies (e.g. orphaned grandchildren whose new parent has not reaped
+    them yet) do not count; without /proc, falls back to `killpg(pgid, 0)`.
+    """
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # "pid (comm) state ppid pgrp ..."; comm may contain spaces and parentheses.
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            return True
+    return False
+
+
+def _signal_group(proc: asyncio.subprocess.Process, sig: signal.Signals) -> None:
+    """Signal the group led by `proc`, but only while its id cannot have been reused.
+
+    The group id stays reserved while the leader is unreaped or any member lives; once the
+    group is gone the number could belong to someone else, so it is left alone.
+    """
+    if proc.returncode is None or group_alive(proc.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+
+
+def _open_logs(workdir: Path) -> tuple[BinaryIO, BinaryIO]:
+    """Open stdout.log and stderr.log; the caller closes both once the child holds them."""
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(open(workdir / "stdout.log", "wb"))
+        err = stack.enter_context(open(workdir / "stderr.log", "wb"))
+        stack.pop_all()
+        return out, err
+
+
+def _check_executable(program: str, path: str, workdir: Path) -> None:
+    if os.sep in program:
+        candidate = Path(program) if os.path.isabs(program) else workdir / program
+        found = candidate.is_file() and os.access(candidate, os.X_OK)
+    else:
+        found = shutil.which(program, path=path) is not None
+    if not found:
+        raise ProcessVMError(f"Agent command not found or not executable: {program!r}")
+
+
+def _env_float(env: Mapping[str, str], key: str, default: float) -> float:
+    raw = env.get(key, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ProcessVMError(f"{key} must be a number of seconds, not {raw!r}") from None
+
+
+# --- hooks --------------------------------------------------------------------------------
+
+_drivers: weakref.WeakSet[ProcessDriver] = weakref.WeakSet()
+
+
+@hookimpl
+def vm_drivers() -> dict[str, ProcessDriver]:
+    """Offer the `process` driver, configured from the environment at start-up."""
+    driver = ProcessDriver.from_env()
+    _drivers.add(driver)
+    return {DRIVER_NAME: driver}
+
+
+@hookimpl
+async def shutdown() -> None:
+    """Stop the VMs this plugin's drivers started: nothing else could stop them later."""
+    for driver in list(_drivers):
+        await driver.close()

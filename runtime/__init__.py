@@ -6,6 +6,8 @@ This module is the public face that `app_functions/` and `plugins/` import; noth
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from runtime.auth.apikeys import API_KEY_PREFIX, parse_api_key, verify_api_key_secret
 from runtime.errors import (
     Conflict,
@@ -27,9 +29,22 @@ from runtime.functions import (
 )
 from runtime.hookspecs import hookimpl
 from runtime.http.body import read_limited_body
+from runtime.http.responses import error_response
 from runtime.types import SYSTEM, CallInfo, Identity, VMDriver, VMInfo, VMSpec
 
+if TYPE_CHECKING:
+    from starlette.requests import Request
+
 __version__ = "0.1.0"
+
+
+async def authenticate(request: Request, runtime: Any) -> Identity | None:
+    """Who sent `request`, as the `authenticate` hooks say (None: anonymous); for plugin
+    routes, which then authorize and call functions through `runtime` (the app's Runtime)."""
+    from runtime.http.functions import authenticate as authenticate_request  # the engine, lazily
+
+    return await authenticate_request(request, runtime)
+
 
 __all__ = [
     "API_KEY_PREFIX",
@@ -49,6 +64,8 @@ __all__ = [
     "VMSpec",
     "__version__",
     "action",
+    "authenticate",
+    "error_response",
     "hookimpl",
     "internal_action",
     "internal_mutation",

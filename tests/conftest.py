@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import threading
 import time
@@ -39,6 +40,8 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
     finally:
         cluster.stop()
+        # as root the cluster may live outside tmp_path (/tmp/swarm-runtime-<hash>)
+        shutil.rmtree(cluster.home, ignore_errors=True)
 
 
 def _admin(url: str) -> psycopg.Connection[Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from runtime.auth.apikeys import API_KEY_PREFIX, parse_api_key, verify_api_key_secret
+from runtime.auth.tokens import TokenConfigError, sign_token_from_env
 from runtime.errors import (
     Conflict,
     Forbidden,
@@ -56,6 +57,7 @@ __all__ = [
     "InvalidArgs",
     "NotFound",
     "RuntimeFailure",
+    "TokenConfigError",
     "Unauthenticated",
     "Unavailable",
     "UserError",
@@ -74,5 +76,6 @@ __all__ = [
     "parse_api_key",
     "query",
     "read_limited_body",
+    "sign_token_from_env",
     "verify_api_key_secret",
 ]

@@ -159,7 +159,7 @@ class Runtime:
             obj = schema_mod.decode_args(fn.decoder, bytes(body) or b"{}")
         else:
             obj = schema_mod.convert_args(fn.args_type, body)
-        return schema_mod.struct_to_kwargs(obj)
+        return fn.to_kwargs(obj)
 
     async def call(
         self,

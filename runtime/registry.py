@@ -38,6 +38,7 @@ class FunctionDef:
     key_arg: str | None
     decoder: msgspec.json.Decoder[Any] | None
     args_type: type[msgspec.Struct] | None
+    to_kwargs: Callable[[Any], dict[str, Any]]
     args_schema: dict[str, Any] | None
     returns_schema: dict[str, Any] | None
     source: str
@@ -198,7 +199,8 @@ def _check_signature(
             f"{name} ({where}): schema.json functions.{name}.args.properties.{extra} "
             f"has no matching argument in the function signature"
         )
-    for arg in sorted(set(required) - schema_required):
+    defaulted = {k for k, v in (args.get("properties") or {}).items() if isinstance(v, dict) and "default" in v}
+    for arg in sorted(set(required) - schema_required - defaulted):
         if arg in props:
             problems.append(
                 f"{name} ({where}): argument {arg!r} has no default but is optional in "
@@ -239,14 +241,9 @@ def collect_functions(
             )
             if spec.key is not None and spec.key not in arg_names:
                 problems.append(f"{name} ({where}): key={spec.key!r} is not an argument")
-            args_type = decoder = None
-            if entry is not None:
-                try:
-                    args_type = schema_mod.compile_args(name, entry.get("args") or {"type": "object"})
-                    decoder = schema_mod.make_decoder(args_type)
-                except LoadError as exc:
-                    problems.extend(exc.problems)
-                    continue
+            args_type = schema.args_types.get(name) if entry is not None else None
+            decoder = schema_mod.make_decoder(args_type) if args_type is not None else None
+            to_kwargs = schema_mod.kwargs_converter(args_type) if args_type is not None else dict
             functions[name] = FunctionDef(
                 name=name,
                 spec=spec,
@@ -255,6 +252,7 @@ def collect_functions(
                 key_arg=key_arg,
                 decoder=decoder,
                 args_type=args_type,
+                to_kwargs=to_kwargs,
                 args_schema=(entry or {}).get("args"),
                 returns_schema=(entry or {}).get("returns"),
                 source=where,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -130,8 +130,9 @@ def server(notes_app: AppFiles, serve: Callable[..., LiveServer]) -> LiveServer:
 
 
 @pytest.fixture
-def client(server: LiveServer, dev_token: str) -> httpx.Client:
-    return server.client(dev_token)
+def client(server: LiveServer, dev_token: str) -> Iterator[httpx.Client]:
+    with server.client(dev_token) as client:
+        yield client
 
 
 def error_of(response: httpx.Response) -> dict[str, Any]:

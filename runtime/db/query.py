@@ -38,7 +38,7 @@ class Query:
             raise InvalidArgs(f"Unknown column {column!r} of table {self._table.name!r}")
         return self._table.column_types[column]
 
-    def with_index(self, name: str, **equal: Any) -> Query:
+    def with_index(self, name: str, /, **equal: Any) -> Query:
         """Use index `name`: equality on a prefix of its columns; results ordered by it."""
         try:
             columns = list(self._table.indexes[name])

@@ -90,7 +90,8 @@ def test_deactivated_user_cannot_sign_in(admin: Api, anonymous: Api) -> None:
 def test_rate_limit_after_five_failures(admin: Api, anonymous: Api, database_url: str) -> None:
     add_user(admin, "eve@example.com")
     for _ in range(5):
-        assert anonymous.error("auth.login", 401, email="eve@example.com", password="nope") == INVALID
+        err = anonymous.error("auth.login", 401, email="eve@example.com", password="nope")
+        assert err == INVALID
     # The sixth attempt is refused before the password is looked at, even the right one.
     err = anonymous.error("auth.login", 429, email="eve@example.com", password="correct horse")
     assert err["code"] == "rate_limited"

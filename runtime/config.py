@@ -87,4 +87,6 @@ class Settings:
             log_format=os.environ.get("RUNTIME_LOG_FORMAT", "json"),
         )
         known = {f.name for f in fields(cls)}
-        return replace(settings, **{k: v for k, v in overrides.items() if k in known and v is not None})
+        return replace(
+            settings, **{k: v for k, v in overrides.items() if k in known and v is not None}
+        )

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg.rows import dict_row
 
-from runtime.db.documents import Database
+from runtime.db.documents import Database, TableInfo
 from runtime.types import Identity, VMDriver
 
 if TYPE_CHECKING:
@@ -41,13 +41,12 @@ class Context:
             {"function": function, "request_id": request_id},
         )
 
-    def extension(self, name: str) -> Any:
-        """A value a plugin added to every context (see `Runtime.context_extensions`)."""
-        return self._runtime.context_extensions[name](self)
-
     def __getattr__(self, name: str) -> Any:
-        # ctx.secrets, ctx.scheduler, ... come from plugins; unknown names fail as usual.
-        factories = self.__dict__.get("_runtime").context_extensions  # type: ignore[union-attr]
+        # Only reached for names not set in __init__: ctx.<extension> values that plugins
+        # register in `Runtime.context_extensions`, built on first use.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        factories = self._runtime.context_extensions
         if name in factories:
             value = factories[name](self)
             setattr(self, name, value)
@@ -69,18 +68,19 @@ class TxContext(Context):
         attempt: int,
         read_only: bool,
         *,
+        tables: Mapping[str, TableInfo],
         client_ip: str | None = None,
     ) -> None:
         super().__init__(runtime, function, auth, request_id, now, client_ip=client_ip)
         self.attempt = attempt
         self.read_only = read_only
         self.connection = conn
-        self.db = Database(conn, runtime.registry.tables, read_only)
+        self.db = Database(conn, tables, read_only)
 
     async def sql(self, text: str, *params: Any) -> list[dict[str, Any]]:
         """Run raw SQL (with %s placeholders) in this transaction; rows as dicts."""
         cur = self.connection.cursor(row_factory=dict_row)
-        await cur.execute(text, params or None)  # type: ignore[arg-type]
+        await cur.execute(text, params or None)
         if cur.description is None:
             return []
         return await cur.fetchall()

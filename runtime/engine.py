@@ -21,7 +21,8 @@ import msgspec
 import pluggy
 import psycopg
 
-from runtime import errors, schema as schema_mod
+from runtime import errors
+from runtime import schema as schema_mod
 from runtime.config import Settings
 from runtime.context import ActionContext, Context, TxContext
 from runtime.db.migrate import apply_schema
@@ -29,8 +30,8 @@ from runtime.db.pool import make_pool
 from runtime.defaults import DEFAULT_PLUGINS, DEV_PLUGINS
 from runtime.hotkeys import HotKeyTracker
 from runtime.plugins import HookFailed, call_all, call_first, make_plugin_manager
-from runtime.reload import Reloader, ReloadOutcome
 from runtime.registry import FunctionDef, Registry, build_registry
+from runtime.reload import Reloader, ReloadOutcome
 from runtime.retry import RetryPolicy
 from runtime.transactions import Transactor
 from runtime.types import CallInfo, Identity, VMDriver
@@ -77,9 +78,16 @@ class Runtime:
         """Open the pool, apply schema.json, load app_functions, run plugin startup hooks."""
         registry = build_registry(self.settings.functions_dir, self.settings.schema_path, 1)
         await self.pool.open(wait=True, timeout=max(self.settings.pool_timeout_s, 10.0))
-        await apply_schema(self.pool, registry.schema, allow_destructive=self.settings.allow_destructive)
+        await apply_schema(
+            self.pool, registry.schema, allow_destructive=self.settings.allow_destructive
+        )
         self.registry = registry
-        self.reload_status = {"serving_version": registry.version, "reloads": 0, "last": None, "last_error": None}
+        self.reload_status = {
+            "serving_version": registry.version,
+            "reloads": 0,
+            "last": None,
+            "last_error": None,
+        }
         for drivers in self.plugins.hook.vm_drivers():
             self.vm_drivers.update(drivers)
         await call_all(self.plugins, "startup", runtime=self)
@@ -101,8 +109,12 @@ class Runtime:
     def notify_reloaded(self, outcome: ReloadOutcome) -> None:
         try:
             self.plugins.hook.reloaded(
-                version=outcome.version, added=outcome.added, changed=outcome.changed,
-                removed=outcome.removed, duration_s=outcome.duration_ms / 1000, error=outcome.error,
+                version=outcome.version,
+                added=outcome.added,
+                changed=outcome.changed,
+                removed=outcome.removed,
+                duration_s=outcome.duration_ms / 1000,
+                error=outcome.error,
             )
         except Exception:
             log.exception("a reloaded hook failed")
@@ -135,7 +147,9 @@ class Runtime:
             return
         if identity is None:
             raise errors.Unauthenticated(f"{fn.name} requires authentication")
-        allowed = await call_first(self.plugins, "authorize", identity=identity, function=fn, runtime=self)
+        allowed = await call_first(
+            self.plugins, "authorize", identity=identity, function=fn, runtime=self
+        )
         if allowed is False:
             raise errors.Forbidden(f"Not allowed to call {fn.name}")
 
@@ -180,10 +194,20 @@ class Runtime:
             return CallResult(await fn.fn(ctx, **kwargs), 1, False)
         read_only = fn.kind == "query"
         key = "" if fn.key_arg is None else str(kwargs.get(fn.key_arg))
+        assert self.registry is not None
+        tables = self.registry.tables
 
         async def body(conn: psycopg.AsyncConnection[Any], attempt: int) -> Any:
             ctx = TxContext(
-                self, fn.name, identity, request_id, datetime.now(UTC), conn, attempt, read_only,
+                self,
+                fn.name,
+                identity,
+                request_id,
+                datetime.now(UTC),
+                conn,
+                attempt,
+                read_only,
+                tables=tables,
                 client_ip=client_ip,
             )
             return await fn.fn(ctx, **kwargs)

@@ -48,11 +48,10 @@ def _declare(kind: Kind, internal: bool) -> Callable[..., Any]:
         return tag(fn) if fn is not None else tag
 
     decorator.__name__ = f"{'internal_' if internal else ''}{kind}"
+    name = decorator.__name__
     decorator.__doc__ = (
-        f"Declare an async {'internal ' if internal else ''}{kind}. "
-        "Use bare (`@{0}`) or with options (`@{0}(public=True, permission='x:y', key='id')`).".format(
-            decorator.__name__
-        )
+        f"Declare an async {'internal ' if internal else ''}{kind}. Use bare (`@{name}`) or "
+        f"with options (`@{name}(public=True, permission='x:y', key='id')`)."
     )
     return decorator
 

@@ -30,7 +30,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec(firstresult=True)
-async def authenticate(request: Request, runtime: Any) -> Identity | None:  # type: ignore[empty-body]
+async def authenticate(request: Request, runtime: Any) -> Identity | None:
     """Find out who is calling, from the request's headers.
 
     Called once per HTTP request to a function or a plugin route that asks for it, before the
@@ -43,7 +43,7 @@ async def authenticate(request: Request, runtime: Any) -> Identity | None:  # ty
 
 
 @hookspec(firstresult=True)
-async def authorize(identity: Identity, function: FunctionDef, runtime: Any) -> bool | None:  # type: ignore[empty-body]
+async def authorize(identity: Identity, function: FunctionDef, runtime: Any) -> bool | None:
     """Decide whether `identity` may call `function`.
 
     Called for every call of a function that is not `public=True`, after `authenticate`.
@@ -99,7 +99,7 @@ async def startup(runtime: Any) -> None:
 
 @hookspec
 async def shutdown(runtime: Any) -> None:
-    """Called once while the server stops, after in-flight calls finished, before the pool closes."""
+    """Called once while the server stops: after in-flight calls, before the pool closes."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -117,7 +117,14 @@ def call_finished(info: CallInfo) -> None:
 
 
 @hookspec
-def reloaded(version: int, added: list[str], changed: list[str], removed: list[str], duration_s: float, error: str | None) -> None:
+def reloaded(
+    version: int,
+    added: list[str],
+    changed: list[str],
+    removed: list[str],
+    duration_s: float,
+    error: str | None,
+) -> None:
     """Called after every reload attempt of app_functions/schema.json, successful or not.
 
     `error` is None on success; on failure the previous version keeps serving.

@@ -25,8 +25,10 @@ PLUGIN_MODULE_PREFIX = "swarm_plugins"
 
 def load_plugin_file(path: Path, generation: int = 0) -> ModuleType:
     """Import one plugin file as a fresh module (`swarm_plugins.<stem>`)."""
-    name = f"{PLUGIN_MODULE_PREFIX}.{path.stem}" if generation == 0 else (
-        f"{PLUGIN_MODULE_PREFIX}_{generation}.{path.stem}"
+    name = (
+        f"{PLUGIN_MODULE_PREFIX}.{path.stem}"
+        if generation == 0
+        else (f"{PLUGIN_MODULE_PREFIX}_{generation}.{path.stem}")
     )
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
@@ -98,7 +100,9 @@ class HookFailed(Exception):
         self.hook = hook
 
 
-async def _invoke(pm: pluggy.PluginManager, hook_name: str, impl: pluggy.HookImpl, kwargs: dict[str, Any]) -> Any:
+async def _invoke(
+    pm: pluggy.PluginManager, hook_name: str, impl: pluggy.HookImpl, kwargs: dict[str, Any]
+) -> Any:
     from runtime.errors import RuntimeFailure
 
     try:

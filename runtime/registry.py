@@ -82,7 +82,8 @@ class Registry:
         added = sorted(set(self.functions) - set(old))
         removed = sorted(set(old) - set(self.functions))
         changed = sorted(
-            n for n in set(self.functions) & set(old)
+            n
+            for n in set(self.functions) & set(old)
             if self.functions[n].fingerprint != old[n].fingerprint
         )
         return added, changed, removed
@@ -199,7 +200,11 @@ def _check_signature(
             f"{name} ({where}): schema.json functions.{name}.args.properties.{extra} "
             f"has no matching argument in the function signature"
         )
-    defaulted = {k for k, v in (args.get("properties") or {}).items() if isinstance(v, dict) and "default" in v}
+    defaulted = {
+        k
+        for k, v in (args.get("properties") or {}).items()
+        if isinstance(v, dict) and "default" in v
+    }
     for arg in sorted(set(required) - schema_required - defaulted):
         if arg in props:
             problems.append(

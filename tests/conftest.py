@@ -34,7 +34,9 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     from runtime.embedded_pg import EmbeddedPostgres
 
-    cluster = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "pg", fsync=False, log=lambda _m: None)
+    cluster = EmbeddedPostgres(
+        tmp_path_factory.mktemp("pg") / "pg", fsync=False, log=lambda _m: None
+    )
     url = cluster.start()
     try:
         yield url
@@ -138,15 +140,20 @@ class LiveServer:
     """A real uvicorn server in a thread, around a Runtime built from `settings`."""
 
     def __init__(self, settings: Settings, database_url: str) -> None:
-        from runtime.http.app import build_app
         from runtime.engine import Runtime
+        from runtime.http.app import build_app
 
         self.port = free_port()
         self.runtime = Runtime(settings, database_url)
         self.app = build_app(self.runtime)
         config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_config=None, access_log=False,
-            lifespan="on", timeout_graceful_shutdown=5,
+            self.app,
+            host="127.0.0.1",
+            port=self.port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=5,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import AppFiles, LiveServer
 
-NOTES = '''
+NOTES = """
 from runtime import query, mutation, action, internal_query, UserError
 
 @mutation
@@ -62,7 +62,7 @@ async def via_action(ctx, text: str):
 async def secret_count(ctx):
     rows = await ctx.sql("SELECT count(*) AS n FROM notes")
     return rows[0]["n"]
-'''
+"""
 
 SCHEMA: dict[str, Any] = {
     "tables": {
@@ -111,7 +111,11 @@ SCHEMA: dict[str, Any] = {
         "notes.write_in_query_guard": {"args": {"type": "object"}},
         "notes.try_write": {"args": {"type": "object"}},
         "notes.via_action": {
-            "args": {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}
+            "args": {
+                "type": "object",
+                "properties": {"text": {"type": "string"}},
+                "required": ["text"],
+            }
         },
     },
 }
@@ -174,7 +178,9 @@ def test_unknown_function_404(client: httpx.Client) -> None:
 
 
 def test_invalid_json_400(client: httpx.Client) -> None:
-    r = client.post("/fn/notes.add", content=b'{"text": ', headers={"content-type": "application/json"})
+    r = client.post(
+        "/fn/notes.add", content=b'{"text": ', headers={"content-type": "application/json"}
+    )
     assert r.status_code == 400
     assert error_of(r)["code"] == "invalid_json"
 
@@ -194,9 +200,13 @@ def test_invalid_args_lists_path_and_message(client: httpx.Client) -> None:
     assert err["code"] == "invalid_args"
     assert err["details"] == [{"path": "$.priority", "message": "Expected `int` <= 10"}]
     r = client.post("/fn/notes.add", json={"text": "ok", "surprise": 1})
-    assert error_of(r)["details"] == [{"path": "$", "message": "Object contains unknown field `surprise`"}]
+    assert error_of(r)["details"] == [
+        {"path": "$", "message": "Object contains unknown field `surprise`"}
+    ]
     r = client.post("/fn/notes.add", json={})
-    assert error_of(r)["details"] == [{"path": "$", "message": "Object missing required field `text`"}]
+    assert error_of(r)["details"] == [
+        {"path": "$", "message": "Object missing required field `text`"}
+    ]
     r = client.post("/fn/notes.get", json={"id": "not-a-uuid"})
     assert r.status_code == 400 and error_of(r)["details"][0]["path"] == "$.id"
 
@@ -226,10 +236,14 @@ def test_wrong_method_405(client: httpx.Client) -> None:
     assert error_of(r)["code"] == "method_not_allowed"
 
 
-def test_body_over_limit_413_without_reading_it(notes_app: AppFiles, serve: Callable[..., LiveServer], dev_token: str) -> None:
+def test_body_over_limit_413_without_reading_it(
+    notes_app: AppFiles, serve: Callable[..., LiveServer], dev_token: str
+) -> None:
     server = serve(notes_app, dev=True, max_body_bytes=1024)
     with server.client(dev_token) as client:
-        r = client.post("/fn/notes.add", content=b"x" * 5000, headers={"content-type": "application/json"})
+        r = client.post(
+            "/fn/notes.add", content=b"x" * 5000, headers={"content-type": "application/json"}
+        )
         assert r.status_code == 413
         assert error_of(r)["code"] == "payload_too_large"
 
@@ -253,7 +267,9 @@ def test_query_is_read_only(client: httpx.Client) -> None:
     assert error_of(r)["code"] == "internal"
 
 
-def test_internal_error_hides_traceback_outside_dev(notes_app: AppFiles, serve: Callable[..., LiveServer]) -> None:
+def test_internal_error_hides_traceback_outside_dev(
+    notes_app: AppFiles, serve: Callable[..., LiveServer]
+) -> None:
     server = serve(notes_app, dev=False)
     from runtime.types import Identity
 

@@ -9,18 +9,22 @@ from typing import Any
 
 from tests.conftest import AppFiles
 
-GOOD = '''
+GOOD = """
 from runtime import mutation
 
 @mutation
 async def add(ctx, text: str):
     return text
-'''
+"""
 GOOD_SCHEMA = {
     "tables": {},
     "functions": {
         "notes.add": {
-            "args": {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}
+            "args": {
+                "type": "object",
+                "properties": {"text": {"type": "string"}},
+                "required": ["text"],
+            }
         }
     },
 }
@@ -28,9 +32,21 @@ GOOD_SCHEMA = {
 
 def check(files: AppFiles) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "runtime.cli", "check", "--functions", str(files.functions),
-         "--schema", str(files.schema_path), "--plugins", str(files.plugins)],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "runtime.cli",
+            "check",
+            "--functions",
+            str(files.functions),
+            "--schema",
+            str(files.schema_path),
+            "--plugins",
+            str(files.plugins),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -43,7 +59,10 @@ def test_check_passes_a_good_app(app_files: AppFiles) -> None:
 
 
 def test_check_lists_every_problem(app_files: AppFiles) -> None:
-    app_files.write_module("notes", GOOD + '''
+    app_files.write_module(
+        "notes",
+        GOOD
+        + """
 @mutation
 async def no_schema(ctx):
     pass
@@ -55,11 +74,15 @@ async def mismatch(ctx, title: str, extra: int):
 @mutation
 def sync_one(ctx):
     pass
-''')
+""",
+    )
     schema: dict[str, Any] = json.loads(json.dumps(GOOD_SCHEMA))
     schema["functions"]["notes.mismatch"] = {
-        "args": {"type": "object", "properties": {"title": {"type": "string"}, "other": {"type": "string"}},
-                 "required": ["title"]}
+        "args": {
+            "type": "object",
+            "properties": {"title": {"type": "string"}, "other": {"type": "string"}},
+            "required": ["title"],
+        }
     }
     schema["functions"]["notes.sync_one"] = {"args": {"type": "object"}}
     app_files.write_schema(schema)
@@ -76,8 +99,11 @@ def test_check_reports_schema_errors_with_json_paths(app_files: AppFiles) -> Non
     app_files.write_module("notes", GOOD)
     schema: dict[str, Any] = json.loads(json.dumps(GOOD_SCHEMA))
     schema["functions"]["notes.add"]["args"]["properties"]["text"] = {"type": "strin"}
-    schema["tables"]["bad"] = {"type": "object", "properties": {"x": {"type": "string"}},
-                               "indexes": {"by_y": ["y"]}}
+    schema["tables"]["bad"] = {
+        "type": "object",
+        "properties": {"x": {"type": "string"}},
+        "indexes": {"by_y": ["y"]},
+    }
     app_files.write_schema(schema)
     result = check(app_files)
     assert result.returncode == 1
@@ -88,7 +114,10 @@ def test_check_reports_schema_errors_with_json_paths(app_files: AppFiles) -> Non
 def test_check_refuses_unsupported_keyword(app_files: AppFiles) -> None:
     app_files.write_module("notes", GOOD)
     schema: dict[str, Any] = json.loads(json.dumps(GOOD_SCHEMA))
-    schema["functions"]["notes.add"]["args"]["properties"]["text"] = {"type": "string", "not": {"const": "x"}}
+    schema["functions"]["notes.add"]["args"]["properties"]["text"] = {
+        "type": "string",
+        "not": {"const": "x"},
+    }
     app_files.write_schema(schema)
     result = check(app_files)
     assert result.returncode == 1

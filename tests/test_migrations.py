@@ -1,4 +1,4 @@
-"""schema.json becomes real tables; additive changes apply at start-up, destructive ones are refused."""
+"""schema.json becomes real tables; additive changes apply, destructive ones are refused."""
 
 from __future__ import annotations
 
@@ -54,7 +54,9 @@ def columns(url: str, table: str) -> dict[str, tuple[str, str]]:
 
 def indexes(url: str, table: str) -> set[str]:
     with psycopg.connect(url) as conn:
-        rows = conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = %s", (table,)).fetchall()
+        rows = conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = %s", (table,)
+        ).fetchall()
     return {r[0] for r in rows}
 
 
@@ -98,7 +100,10 @@ def test_additive_change_applies(database_url: str, tmp_path: Any) -> None:
     ("change", "expected"),
     [
         (lambda s: s["tables"]["tickets"]["properties"].pop("score"), "score"),
-        (lambda s: s["tables"]["tickets"]["properties"].update(priority={"type": "string"}), "priority"),
+        (
+            lambda s: s["tables"]["tickets"]["properties"].update(priority={"type": "string"}),
+            "priority",
+        ),
         (lambda s: s["tables"].pop("tickets"), "tickets"),
         (
             lambda s: (

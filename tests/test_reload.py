@@ -16,7 +16,11 @@ from tests.conftest import AppFiles, LiveServer
 
 SCHEMA: dict[str, Any] = {
     "tables": {
-        "items": {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+        "items": {
+            "type": "object",
+            "properties": {"name": {"type": "string"}},
+            "required": ["name"],
+        }
     },
     "functions": {
         "greet.hello": {"args": {"type": "object", "properties": {}}},
@@ -39,6 +43,9 @@ async def slow(ctx):
     await asyncio.sleep(1.0)
     return "{version}"
 '''
+
+
+PING = "from runtime import query\n\n@query(public=True)\nasync def NAME(ctx):\n    return 'pong'\n"
 
 
 @pytest.fixture
@@ -90,7 +97,9 @@ def save_and_wait(server: LiveServer, write: Callable[[], Any]) -> dict[str, Any
     return dict(vars(outcome))
 
 
-def test_save_serves_new_code(server: LiveServer, reload_app: AppFiles, client: httpx.Client) -> None:
+def test_save_serves_new_code(
+    server: LiveServer, reload_app: AppFiles, client: httpx.Client
+) -> None:
     assert hello(client) == "v1"
     outcome = save_and_wait(server, lambda: reload_app.write_module("greet", module("v2")))
     assert outcome["ok"] and outcome["changed"] == ["greet.hello", "greet.slow"]
@@ -102,15 +111,24 @@ def test_save_serves_new_code(server: LiveServer, reload_app: AppFiles, client: 
 
 BROKEN: dict[str, Callable[[AppFiles], Any]] = {
     "syntax-error": lambda f: f.write_module("greet", module("v9") + "\ndef oops(:\n"),
-    "import-error": lambda f: f.write_module("greet", "import no_such_module_here\n" + module("v9")),
-    "exception-at-import": lambda f: f.write_module("greet", module("v9") + "\nraise ValueError('boom')\n"),
+    "import-error": lambda f: f.write_module(
+        "greet", "import no_such_module_here\n" + module("v9")
+    ),
+    "exception-at-import": lambda f: f.write_module(
+        "greet", module("v9") + "\nraise ValueError('boom')\n"
+    ),
     "signature-mismatch": lambda f: f.write_module(
         "greet", module("v9").replace("async def hello(ctx):", "async def hello(ctx, who: str):")
     ),
-    "sync-def": lambda f: f.write_module("greet", module("v9").replace("async def hello", "def hello")),
+    "sync-def": lambda f: f.write_module(
+        "greet", module("v9").replace("async def hello", "def hello")
+    ),
     "invalid-schema-json": lambda f: f.schema_path.write_text('{"tables": {, "functions": {}}'),
     "schema-meta-error": lambda f: f.write_schema(
-        {**SCHEMA, "tables": {"items": {"type": "object", "properties": {"name": {"type": "strng"}}}}}
+        {
+            **SCHEMA,
+            "tables": {"items": {"type": "object", "properties": {"name": {"type": "strng"}}}},
+        }
     ),
     "destructive-schema-change": lambda f: f.write_schema({**SCHEMA, "tables": {}}),
 }
@@ -178,7 +196,8 @@ def test_modules_appear_disappear_and_rename(
     def add() -> None:
         reload_app.write_schema(schema)
         reload_app.write_module(
-            "extra", "from runtime import query\n\n@query(public=True)\nasync def ping(ctx):\n    return 'pong'\n"
+            "extra",
+            PING.replace("NAME", "ping"),
         )
 
     outcome = save_and_wait(server, add)
@@ -190,11 +209,16 @@ def test_modules_appear_disappear_and_rename(
     def rename() -> None:
         reload_app.write_schema(schema)
         reload_app.write_module(
-            "extra", "from runtime import query\n\n@query(public=True)\nasync def pong(ctx):\n    return 'pong'\n"
+            "extra",
+            PING.replace("NAME", "pong"),
         )
 
     outcome = save_and_wait(server, rename)
-    assert outcome["ok"] and outcome["added"] == ["extra.pong"] and outcome["removed"] == ["extra.ping"]
+    assert (
+        outcome["ok"]
+        and outcome["added"] == ["extra.pong"]
+        and outcome["removed"] == ["extra.ping"]
+    )
     assert client.post("/fn/extra.ping", json={}).status_code == 404
     assert client.post("/fn/extra.pong", json={}).json() == {"value": "pong"}
 
@@ -216,8 +240,11 @@ def test_helpers_imported_between_modules_are_never_stale(
         (reload_app.functions / "_helpers.py").write_text(f"VALUE = {value!r}\n")
         reload_app.write_module(
             "greet",
-            module("x").replace('return "x"', "return VALUE", 1).replace(
-                "from runtime import query", "from runtime import query\nfrom ._helpers import VALUE"
+            module("x")
+            .replace('return "x"', "return VALUE", 1)
+            .replace(
+                "from runtime import query",
+                "from runtime import query\nfrom ._helpers import VALUE",
             ),
         )
 
@@ -231,7 +258,9 @@ def test_helpers_imported_between_modules_are_never_stale(
     assert hello(client) == "second"
 
 
-def test_burst_of_saves_is_one_reload(server: LiveServer, reload_app: AppFiles, client: httpx.Client) -> None:
+def test_burst_of_saves_is_one_reload(
+    server: LiveServer, reload_app: AppFiles, client: httpx.Client
+) -> None:
     before = reloads(server)
     for i in range(10):  # like a git checkout touching many files at once
         (reload_app.functions / f"_burst_{i}.py").write_text(f"X = {i}\n")

@@ -19,7 +19,11 @@ from runtime.retry import Decision, RetryPolicy, classify
         ("08006", True, Decision.UNKNOWN_OUTCOME),
         ("57P01", True, Decision.UNKNOWN_OUTCOME),
         ("53300", False, Decision.CONNECTION),
-        ("57014", False, Decision.FAIL),  # query_canceled: a statement timeout, not a lost connection
+        (
+            "57014",
+            False,
+            Decision.FAIL,
+        ),  # query_canceled: a statement timeout, not a lost connection
         ("23505", False, Decision.FAIL),
         (None, True, Decision.UNKNOWN_OUTCOME),
     ],

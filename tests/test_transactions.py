@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import AppFiles, LiveServer
 
-COUNTERS = '''
+COUNTERS = """
 from runtime import mutation, query
 
 @mutation
@@ -33,7 +33,7 @@ async def read(ctx, name: str):
 @mutation(key="name")
 async def always_conflicts(ctx, name: str):
     await ctx.sql("DO $$ BEGIN RAISE EXCEPTION 'forced' USING ERRCODE = '40001'; END $$")
-'''
+"""
 
 SCHEMA: dict[str, Any] = {
     "tables": {
@@ -81,9 +81,13 @@ def test_concurrent_increments_lose_no_update(
 
     async def main() -> list[int]:
         limits = httpx.Limits(max_connections=50)
-        async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=60, limits=limits) as client:
+        async with httpx.AsyncClient(
+            base_url=server.url, headers=headers, timeout=60, limits=limits
+        ) as client:
             # create the row first so all 50 clients contend on one existing row
-            assert (await client.post("/fn/counters.increment", json={"name": "c"})).status_code == 200
+            assert (
+                await client.post("/fn/counters.increment", json={"name": "c"})
+            ).status_code == 200
             results = await asyncio.gather(*(client_loop(client) for _ in range(50)))
             r = await client.post("/fn/counters.read", json={"name": "c"})
             assert r.json() == {"value": 1001}
@@ -115,7 +119,9 @@ def test_always_conflicting_mutation_ends_in_409_and_pool_is_idle(
         assert r.headers["x-runtime-attempts"] == "4"
         # the connection went back to the pool, idle, with no session lock held
         deadline = time.monotonic() + 5
-        while server.runtime.pool.get_stats().get("pool_available", 0) < server.runtime.pool.get_stats().get("pool_size", 0):
+        while server.runtime.pool.get_stats().get(
+            "pool_available", 0
+        ) < server.runtime.pool.get_stats().get("pool_size", 0):
             assert time.monotonic() < deadline, server.runtime.pool.get_stats()
             time.sleep(0.02)
         assert client.post("/fn/counters.increment", json={"name": "after"}).status_code == 200

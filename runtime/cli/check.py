@@ -11,7 +11,9 @@ from runtime.registry import build_registry
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser("check", help="validate schema.json, functions and plugins; exit 1 on problems")
+    parser = commands.add_parser(
+        "check", help="validate schema.json, functions and plugins; exit 1 on problems"
+    )
     add_app_options(parser)
     parser.set_defaults(handler=run)
 

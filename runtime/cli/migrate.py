@@ -19,8 +19,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser = commands.add_parser("migrate", help="apply schema.json to the database and exit")
     add_app_options(parser)
     add_database_option(parser)
-    parser.add_argument("--allow-destructive", action="store_true", default=None,
-                        help="also apply destructive changes (drops, type changes)")
+    parser.add_argument(
+        "--allow-destructive",
+        action="store_true",
+        default=None,
+        help="also apply destructive changes (drops, type changes)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     parser.set_defaults(handler=run)
 
@@ -34,7 +38,9 @@ def run(args: argparse.Namespace) -> int:
         schema = load_schema(settings.schema_path)
         url = database_url_or_embedded(settings)
         applied = asyncio.run(
-            migrate_once(url, schema, allow_destructive=settings.allow_destructive, dry_run=args.dry_run)
+            migrate_once(
+                url, schema, allow_destructive=settings.allow_destructive, dry_run=args.dry_run
+            )
         )
     except LoadError as exc:
         for problem in exc.problems:

@@ -21,7 +21,9 @@ from runtime.errors import LoadError
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = commands.add_parser("serve", help="serve app_functions (production)")
-    dev = commands.add_parser("dev", help="serve with hot reload, dev token and the embedded PostgreSQL")
+    dev = commands.add_parser(
+        "dev", help="serve with hot reload, dev token and the embedded PostgreSQL"
+    )
     for parser in (serve, dev):
         add_app_options(parser)
         add_database_option(parser)

@@ -42,7 +42,11 @@ def bind(pg_type: str, value: Any) -> Any:
 
 @lru_cache(maxsize=4096)
 def _select_by_id(table: str) -> str:
-    return sql.SQL("SELECT * FROM {} WHERE _id = %s::uuid").format(sql.Identifier(table)).as_string(None)
+    return (
+        sql.SQL("SELECT * FROM {} WHERE _id = %s::uuid")
+        .format(sql.Identifier(table))
+        .as_string(None)
+    )
 
 
 @lru_cache(maxsize=4096)
@@ -56,14 +60,17 @@ def _insert(table: str, columns: tuple[str, ...], types: tuple[str, ...]) -> str
         )
         .as_string(None)
         if columns
-        else sql.SQL("INSERT INTO {} DEFAULT VALUES RETURNING _id").format(sql.Identifier(table)).as_string(None)
+        else sql.SQL("INSERT INTO {} DEFAULT VALUES RETURNING _id")
+        .format(sql.Identifier(table))
+        .as_string(None)
     )
 
 
 @lru_cache(maxsize=4096)
 def _update(table: str, columns: tuple[str, ...], types: tuple[str, ...]) -> str:
     assignments = sql.SQL(", ").join(
-        sql.SQL("{} = %s::" + t).format(sql.Identifier(c)) for c, t in zip(columns, types, strict=True)
+        sql.SQL("{} = %s::" + t).format(sql.Identifier(c))
+        for c, t in zip(columns, types, strict=True)
     )
     return (
         sql.SQL("UPDATE {} SET {} WHERE _id = %s::uuid")
@@ -74,7 +81,9 @@ def _update(table: str, columns: tuple[str, ...], types: tuple[str, ...]) -> str
 
 @lru_cache(maxsize=4096)
 def _delete(table: str) -> str:
-    return sql.SQL("DELETE FROM {} WHERE _id = %s::uuid").format(sql.Identifier(table)).as_string(None)
+    return (
+        sql.SQL("DELETE FROM {} WHERE _id = %s::uuid").format(sql.Identifier(table)).as_string(None)
+    )
 
 
 class Database:
@@ -111,7 +120,8 @@ class Database:
         columns = tuple(clean)
         types = tuple(info.column_types[c] for c in columns)
         cur = await self._conn.execute(
-            _insert(table, columns, types), [bind(t, clean[c]) for c, t in zip(columns, types, strict=True)]
+            _insert(table, columns, types),
+            [bind(t, clean[c]) for c, t in zip(columns, types, strict=True)],
         )
         row = await cur.fetchone()
         assert row is not None
@@ -159,7 +169,9 @@ class Database:
             raise NotFound(f"No document {id!r} in table {info.name!r}")
 
 
-_UUID = re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}")
+_UUID = re.compile(
+    r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
+)
 
 
 def _looks_like_uuid(value: object) -> bool:

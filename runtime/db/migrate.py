@@ -21,8 +21,12 @@ async def _plan_and_apply(
     await conn.execute(SQL["create_migrations_table"])
     desired = schema_mod.desired_model(schema)
     tables = list(desired)
-    columns = await (await conn.execute(schema_mod.CATALOG_QUERIES["columns"], (tables,))).fetchall()
-    indexes = await (await conn.execute(schema_mod.CATALOG_QUERIES["indexes"], (tables,))).fetchall()
+    columns = await (
+        await conn.execute(schema_mod.CATALOG_QUERIES["columns"], (tables,))
+    ).fetchall()
+    indexes = await (
+        await conn.execute(schema_mod.CATALOG_QUERIES["indexes"], (tables,))
+    ).fetchall()
     actual = schema_mod.actual_from_catalog(columns, indexes)
     plan = schema_mod.diff(desired, actual)
     statements = plan.to_apply(allow_destructive=allow_destructive)  # or DestructiveChange
@@ -31,21 +35,27 @@ async def _plan_and_apply(
         return texts
     for text in texts:
         await conn.execute(text)
-    await conn.execute(SQL["record_migration"], (schema.version[:16], psycopg.types.json.Jsonb(texts)))
+    await conn.execute(
+        SQL["record_migration"], (schema.version[:16], psycopg.types.json.Jsonb(texts))
+    )
     return texts
 
 
-async def apply_schema(pool: AsyncConnectionPool, schema: Any, *, allow_destructive: bool) -> list[str]:
+async def apply_schema(
+    pool: AsyncConnectionPool, schema: Any, *, allow_destructive: bool
+) -> list[str]:
     """Bring the database up to schema.json in one transaction; returns the statements run."""
     async with pool.connection() as conn, conn.transaction():
-        return await _plan_and_apply(conn, schema, allow_destructive=allow_destructive, dry_run=False)
+        return await _plan_and_apply(
+            conn, schema, allow_destructive=allow_destructive, dry_run=False
+        )
 
 
 async def migrate_once(
     url: str, schema: Any, *, allow_destructive: bool = False, dry_run: bool = False
 ) -> list[str]:
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        async with conn.transaction(force_rollback=dry_run):
-            return await _plan_and_apply(
-                conn, schema, allow_destructive=allow_destructive, dry_run=dry_run
-            )
+    connection = await psycopg.AsyncConnection.connect(url, autocommit=True)
+    async with connection as conn, conn.transaction(force_rollback=dry_run):
+        return await _plan_and_apply(
+            conn, schema, allow_destructive=allow_destructive, dry_run=dry_run
+        )

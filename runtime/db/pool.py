@@ -40,7 +40,10 @@ def make_pool(settings: Settings, conninfo: str) -> AsyncConnectionPool:
     The statement timeout is a session default set at connect time, so the hot path needs
     no extra round trip; functions with their own timeout set it locally.
     """
-    options = f"-c statement_timeout={settings.statement_timeout_ms} -c idle_in_transaction_session_timeout=60000"
+    options = (
+        f"-c statement_timeout={settings.statement_timeout_ms}"
+        " -c idle_in_transaction_session_timeout=60000"
+    )
     return AsyncConnectionPool(
         conninfo,
         kwargs={"options": options, "prepare_threshold": 2, "application_name": "swarm-runtime"},

@@ -108,9 +108,7 @@ class Query:
                 raise InvalidArgs("Invalid pagination cursor") from None
             cmp = sql.SQL("<" if self._descending else ">")
             keys = sql.SQL(", ").join(map(sql.Identifier, order))
-            marks = sql.SQL(", ").join(
-                sql.SQL("%s::" + self._table.column_types[c]) for c in order
-            )
+            marks = sql.SQL(", ").join(sql.SQL("%s::" + self._table.column_types[c]) for c in order)
             extra.append((sql.SQL("({}) {} ({})").format(keys, cmp, marks), last))
         rows = await self._fetch(n + 1, extra)
         done = len(rows) <= n

@@ -57,7 +57,8 @@ def plugin_routes(runtime: Runtime) -> list[BaseRoute]:
     seen: dict[str, str] = {}
     for impl in reversed(runtime.plugins.hook.routes.get_hookimpls()):
         plugin = runtime.plugins.get_name(impl.plugin) or impl.plugin_name
-        for route in impl.function() or []:
+        plugin_routes: list[BaseRoute] = impl.function() or []  # type: ignore[assignment]
+        for route in plugin_routes:
             path = getattr(route, "path", repr(route))
             if path in seen:
                 raise LoadError([f"route {path} is served by both {seen[path]!r} and {plugin!r}"])
@@ -90,7 +91,9 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     settings = settings or Settings.from_env()
     url = database_url or settings.database_url
     if not url:
-        raise LoadError(["DATABASE_URL is not set (swarm-runtime dev starts an embedded PostgreSQL)"])
+        raise LoadError(
+            ["DATABASE_URL is not set (swarm-runtime dev starts an embedded PostgreSQL)"]
+        )
     return build_app(Runtime(settings, url))
 
 

@@ -33,10 +33,18 @@ async def readyz(request: Request) -> Response:
             await conn.execute(SQL["ready"])
     except (PoolTimeout, psycopg.Error):
         return json_response(
-            {"status": "unavailable", "error": {"code": "unavailable", "message": "database unreachable"}},
+            {
+                "status": "unavailable",
+                "error": {"code": "unavailable", "message": "database unreachable"},
+            },
             503,
         )
-    return json_response({"status": "ready", "registry_version": runtime.registry.version if runtime.registry else None})
+    return json_response(
+        {
+            "status": "ready",
+            "registry_version": runtime.registry.version if runtime.registry else None,
+        }
+    )
 
 
 async def version(request: Request) -> Response:

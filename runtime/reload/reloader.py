@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from runtime.db.migrate import apply_schema
 from runtime.errors import LoadError
-from runtime.registry import build_registry, content_version
+from runtime.registry import build_registry
 from runtime.reload.watcher import batches
 
 if TYPE_CHECKING:
@@ -41,10 +41,17 @@ class ReloadOutcome:
                 f"reload failed after {self.duration_ms:.1f} ms ({files}); still serving version "
                 f"{self.version}:\n{self.error}"
             )
-        parts = [f"+{len(self.added)} added", f"~{len(self.changed)} changed", f"-{len(self.removed)} removed"]
+        parts = [
+            f"+{len(self.added)} added",
+            f"~{len(self.changed)} changed",
+            f"-{len(self.removed)} removed",
+        ]
         if self.migrations:
             parts.append(f"{len(self.migrations)} schema change(s)")
-        return f"reloaded in {self.duration_ms:.1f} ms ({files}): {', '.join(parts)} -> version {self.version}"
+        return (
+            f"reloaded in {self.duration_ms:.1f} ms ({files}): {', '.join(parts)}"
+            f" -> version {self.version}"
+        )
 
 
 class Reloader:

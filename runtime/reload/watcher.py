@@ -21,14 +21,29 @@ from runtime.reload.filter import SourceFilter
 
 
 async def _pump(
-    paths: list[Path], recursive: bool, flt: SourceFilter, queue: asyncio.Queue[set[str]],
-    stop: asyncio.Event, debounce_ms: int, step_ms: int,
+    paths: list[Path],
+    recursive: bool,
+    flt: SourceFilter,
+    queue: asyncio.Queue[set[str]],
+    stop: asyncio.Event,
+    debounce_ms: int,
+    step_ms: int,
 ) -> None:
     async for changes in awatch(
-        *paths, watch_filter=flt, debounce=debounce_ms, step=step_ms, stop_event=stop,
-        rust_timeout=500, recursive=recursive, force_polling=False,
+        *paths,
+        watch_filter=flt,
+        debounce=debounce_ms,
+        step=step_ms,
+        stop_event=stop,
+        rust_timeout=500,
+        recursive=recursive,
+        force_polling=False,
     ):
         await queue.put({path for _change, path in changes})
+
+
+def _roots(folders: list[Path], schema_path: Path) -> tuple[list[Path], Path]:
+    return [p.resolve() for p in folders if p.exists()], schema_path.resolve().parent
 
 
 async def batches(
@@ -42,13 +57,16 @@ async def batches(
     """Yield sets of changed paths until `stop` is set."""
     flt = SourceFilter(schema_path)
     queue: asyncio.Queue[set[str]] = asyncio.Queue()
-    sources = [p.resolve() for p in folders if p.exists()]
-    schema_dir = schema_path.resolve().parent
+    sources, schema_dir = _roots(folders, schema_path)
     tasks = []
     if sources:
-        tasks.append(asyncio.create_task(_pump(sources, True, flt, queue, stop, debounce_ms, step_ms)))
+        tasks.append(
+            asyncio.create_task(_pump(sources, True, flt, queue, stop, debounce_ms, step_ms))
+        )
     if not any(schema_dir == s or schema_dir.is_relative_to(s) for s in sources):
-        tasks.append(asyncio.create_task(_pump([schema_dir], False, flt, queue, stop, debounce_ms, step_ms)))
+        tasks.append(
+            asyncio.create_task(_pump([schema_dir], False, flt, queue, stop, debounce_ms, step_ms))
+        )
     stopped = asyncio.create_task(stop.wait())
     try:
         while not stop.is_set():

@@ -7,9 +7,9 @@ import sys
 from collections.abc import Sequence
 
 from runtime import __version__
-from runtime.cli import auth, check, migrate, serve
+from runtime.cli import auth, call, check, migrate, serve
 
-COMMAND_MODULES = [serve, check, migrate, auth]
+COMMAND_MODULES = [serve, check, migrate, auth, call]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,9 +7,9 @@ import sys
 from collections.abc import Sequence
 
 from runtime import __version__
-from runtime.cli import auth, call, check, migrate, serve
+from runtime.cli import auth, call, check, migrate, serve, users
 
-COMMAND_MODULES = [serve, check, migrate, auth, call]
+COMMAND_MODULES = [serve, check, migrate, auth, call, users]
 
 
 def build_parser() -> argparse.ArgumentParser:

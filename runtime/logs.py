@@ -12,7 +12,11 @@ import msgspec
 from runtime.config import Settings
 
 _encode = msgspec.json.Encoder().encode
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "color_message",  # uvicorn's ANSI-coloured duplicate of msg
+}
 
 
 class JSONFormatter(logging.Formatter):

@@ -99,4 +99,8 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
 
 def app_from_env() -> Any:
     """Factory for `uvicorn --factory runtime.http.app:app_from_env` (multi-worker serve)."""
-    return create_app()
+    from runtime.logs import configure_logging
+
+    settings = Settings.from_env()
+    configure_logging(settings)
+    return create_app(settings)

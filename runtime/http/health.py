@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 
@@ -54,6 +55,7 @@ async def version(request: Request) -> Response:
             "name": "swarm-runtime",
             "version": __version__,
             "python": platform.python_version(),
+            "pid": os.getpid(),
             "registry_version": runtime.registry.version if runtime.registry else None,
         }
     )

@@ -20,13 +20,13 @@ from tests.conftest import REPO, AppFiles, free_port
 
 pytestmark = pytest.mark.slow
 
-MODULE = '''
+MODULE = """
 from runtime import query
 
 @query
 async def marker(ctx):
     return "{marker}"
-'''
+"""
 SCHEMA = {"tables": {}, "functions": {"probe.marker": {"args": {"type": "object"}}}}
 
 
@@ -75,8 +75,16 @@ def probe_app(app_files: AppFiles) -> Iterator[AppFiles]:
 
 
 def app_args(files: AppFiles, port: int) -> list[str]:
-    return ["--functions", str(files.functions), "--schema", str(files.schema_path),
-            "--plugins", str(files.plugins), "--port", str(port)]
+    return [
+        "--functions",
+        str(files.functions),
+        "--schema",
+        str(files.schema_path),
+        "--plugins",
+        str(files.plugins),
+        "--port",
+        str(port),
+    ]
 
 
 def test_dev_starts_embedded_postgres_prints_token_and_stops_cleanly(
@@ -87,12 +95,16 @@ def test_dev_starts_embedded_postgres_prints_token_and_stops_cleanly(
     port = free_port()
     env = {"RUNTIME_DATA": str(data)}
     env.pop("DATABASE_URL", None)
-    proc = start(["dev", *app_args(probe_app, port), "--data", str(data)], {**env, "DATABASE_URL": ""})
+    proc = start(
+        ["dev", *app_args(probe_app, port), "--data", str(data)], {**env, "DATABASE_URL": ""}
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, proc)
         token = (data / "dev-token").read_text().strip()
-        r = httpx.post(f"{url}/fn/probe.marker", json={}, headers={"authorization": f"Bearer {token}"})
+        r = httpx.post(
+            f"{url}/fn/probe.marker", json={}, headers={"authorization": f"Bearer {token}"}
+        )
         assert r.json() == {"value": "one"}
         assert httpx.post(f"{url}/fn/probe.marker", json={}).status_code == 401
     finally:
@@ -103,7 +115,9 @@ def test_dev_starts_embedded_postgres_prints_token_and_stops_cleanly(
     assert pids.strip() == "", "the embedded cluster must stop with the server"
     # the cluster is reused on the next start
     port = free_port()
-    proc = start(["dev", *app_args(probe_app, port), "--data", str(data)], {**env, "DATABASE_URL": ""})
+    proc = start(
+        ["dev", *app_args(probe_app, port), "--data", str(data)], {**env, "DATABASE_URL": ""}
+    )
     try:
         wait_healthy(f"http://127.0.0.1:{port}", proc)
     finally:
@@ -114,14 +128,18 @@ def test_dev_starts_embedded_postgres_prints_token_and_stops_cleanly(
 
 def test_serve_reload_with_two_workers_converges(probe_app: AppFiles, database_url: str) -> None:
     port = free_port()
-    proc = start(["serve", "--reload", "--workers", "2", *app_args(probe_app, port)],
-                 {"DATABASE_URL": database_url, "RUNTIME_DEV": "1"})
+    proc = start(
+        ["serve", "--reload", "--workers", "2", *app_args(probe_app, port)],
+        {"DATABASE_URL": database_url, "RUNTIME_DEV": "1"},
+    )
     url = f"http://127.0.0.1:{port}"
 
     def versions(n: int = 30) -> tuple[set[str], set[int]]:
         seen, pids = set(), set()
         for _ in range(n):  # a new connection each time, so both workers answer
-            body: dict[str, Any] = httpx.get(f"{url}/version", headers={"connection": "close"}).json()
+            body: dict[str, Any] = httpx.get(
+                f"{url}/version", headers={"connection": "close"}
+            ).json()
             seen.add(body["registry_version"])
             pids.add(body["pid"])
         return seen, pids

@@ -26,7 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    result: int = args.handler(args)
+    try:
+        result: int = args.handler(args)
+    except KeyboardInterrupt:  # Ctrl-C after a graceful shutdown is a clean exit
+        return 0
     return result
 
 

@@ -24,7 +24,6 @@ from runtime.cli.options import (
     database_url_or_embedded,
     settings_from_args,
 )
-from runtime.config import Settings
 from runtime.errors import LoadError, RuntimeFailure
 
 PASSWORD_ENV = "RUNTIME_USER_PASSWORD"
@@ -47,49 +46,40 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     create.set_defaults(handler=run_create)
 
 
-def _password(args: argparse.Namespace) -> str | None:
+def _password(args: argparse.Namespace) -> str:
+    """The password from the flag, the environment or a prompt; ValueError says what's wrong."""
     if args.password:
         return str(args.password)
     if os.environ.get(PASSWORD_ENV):
         return os.environ[PASSWORD_ENV]
     if not sys.stdin.isatty():
-        return None
+        raise ValueError(
+            f"no password: pass --password, set {PASSWORD_ENV}, or run in a terminal to be "
+            "prompted"
+        )
     first = getpass.getpass("Password: ")
     if getpass.getpass("Repeat password: ") != first:
-        print("error: the passwords differ", file=sys.stderr)
-        return None
+        raise ValueError("the passwords differ")
     return first
 
 
-async def _create(settings: Settings, database_url: str, args: dict[str, Any]) -> Any:
-    from runtime.engine import Runtime
-    from runtime.types import SYSTEM
-
-    runtime = Runtime(settings, database_url)
-    await runtime.start()
-    try:
-        return await runtime.call_internal("users.create", args, SYSTEM)
-    finally:
-        await runtime.stop()
-
-
 def run_create(args: argparse.Namespace) -> int:
-    password = _password(args)
-    if not password:
-        print(
-            f"error: no password: pass --password, set {PASSWORD_ENV}, or run in a terminal "
-            "to be prompted",
-            file=sys.stderr,
-        )
+    from runtime.cli.call import call_function
+
+    try:
+        password = _password(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    call_args: dict[str, Any] = {"email": args.email, "password": password, "role": args.role,
-                 "tenant_id": args.tenant}
+    call_args: dict[str, Any] = {
+        "email": args.email, "password": password, "role": args.role, "tenant_id": args.tenant,
+    }
     if args.name:
         call_args["name"] = args.name
     settings = settings_from_args(args, reload=False)
     try:
         url = database_url_or_embedded(settings, quiet=True)
-        user = asyncio.run(_create(settings, url, call_args))
+        user = asyncio.run(call_function(settings, url, "users.create", call_args))
     except LoadError as exc:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)

@@ -6,8 +6,8 @@ Keys are created with `swarm-runtime apikey create --tenant T --role agent --nam
 not argon2: the secrets are 256-bit random, so a slow hash would add ~50 ms per call and no
 security).
 
-Every call looks its key up by `key_id` (one indexed point query on a pooled connection,
-~0.2 ms measured on this machine) and keeps no cache, so a revoked key fails on the very next
+Every call looks its key up by `key_id` (one indexed point query on a pooled connection:
+~0.17 ms per call measured, against ~0.1 ms for a JWT) and keeps no cache, so a revoked key fails on the very next
 call in every worker, with nothing to invalidate. `last_used_at` is written in the
 background, at most once a minute per key, never on the request path.
 

@@ -23,13 +23,14 @@ A token that is present but wrong (bad signature, expired, not yet valid, wrong 
 audience, refused algorithm, malformed) answers 401 `unauthenticated` with a message that
 says which. A bearer that is not shaped like a JWT (dev tokens `dev_...`, API keys
 `swk_...`) is not ours: return None so the next plugin can try. Verification is CPU only,
-no database: ~25 µs for HS256, ~60 µs for RS256 per call.
+no database: measured ~0.1 ms per call for HS256 (mostly pyjwt's parsing), ~0.13 ms for RS256.
 
 `swarm-runtime token --user U --tenant T --role admin` signs HS256 tokens this plugin accepts.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -202,6 +203,18 @@ def _verifying_key(cfg: JWTConfig, header: dict[str, Any]) -> Any:
     raise refused
 
 
+def _header(token: str) -> dict[str, Any]:
+    """The unverified JOSE header (pyjwt's own parser costs ~20 µs more per call)."""
+    segment = token.split(".", 1)[0]
+    try:
+        header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except ValueError:
+        raise Unauthenticated("Malformed JWT: its header is not base64url-encoded JSON") from None
+    if not isinstance(header, dict):
+        raise Unauthenticated("Malformed JWT: its header is not a JSON object")
+    return header
+
+
 def _expired_at(token: str) -> str:
     exp = jwt.decode(token, options={"verify_signature": False}).get("exp")
     if isinstance(exp, (int, float)):
@@ -211,10 +224,7 @@ def _expired_at(token: str) -> str:
 
 def verify(token: str, cfg: JWTConfig) -> dict[str, Any]:
     """The claims of a valid token; Unauthenticated naming what is wrong otherwise."""
-    try:
-        header = jwt.get_unverified_header(token)
-    except jwt.DecodeError as exc:
-        raise Unauthenticated(f"Malformed JWT: {exc}") from None
+    header = _header(token)
     key = _verifying_key(cfg, header)
     required = ["exp", "sub"] + (["iss"] if cfg.issuer else []) + (["aud"] if cfg.audience else [])
     try:

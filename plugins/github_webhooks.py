@@ -12,7 +12,8 @@ and answers 401 before anything is parsed or run when it is missing or wrong; an
 payload)` as the SYSTEM identity. That one mutation records the delivery in table
 `github_deliveries` in the same transaction as its effect, so a redelivery (same
 `X-GitHub-Delivery`) has no second effect. Its answer `{"status": ...}` sets the status
-code: "processed" and "duplicate" 200, "ignored" (no handler for the event) 202.
+code: "processed" and "duplicate" 200, "ignored" (no handler for the event) 202. Every
+delivery, whatever became of it, is reported to the `webhook_delivered` hooks (metrics).
 
 Replace the signature check alone by implementing `verify_webhook` in your own plugin (the
 first non-None answer wins), or the whole route by dropping a file with another `routes`.
@@ -25,6 +26,7 @@ import hmac
 import json
 import logging
 import os
+import time
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -88,6 +90,30 @@ def _payload(body: bytes, content_type: str) -> dict[str, Any]:
 
 async def receive(request: Request) -> Response:
     runtime = request.app.state.runtime
+    started = time.perf_counter()
+    response = await _receive(request, runtime)
+    runtime.notify_webhook_delivered(
+        provider=PROVIDER,
+        outcome=_outcome(response),
+        status=response.status_code,
+        duration_s=time.perf_counter() - started,
+    )
+    return response
+
+
+def _outcome(response: Response) -> str:
+    """The `webhook_delivered` outcome of an answer (see runtime/hookspecs.py)."""
+    if response.status_code == 401:
+        return "rejected"
+    if response.status_code >= 500:
+        return "error"
+    if response.status_code >= 400:
+        return "invalid"
+    status = json.loads(response.body).get("status")
+    return "processed" if status == "pong" else str(status)
+
+
+async def _receive(request: Request, runtime: Any) -> Response:
     try:
         body = await read_limited_body(request, runtime.settings.max_body_bytes)
         headers = {k.lower(): v for k, v in request.headers.items()}

@@ -36,11 +36,23 @@ def github_files(root: Path, modules: dict[str, str] | None = None,
     files.plugins.mkdir()
     return install(
         files, ("github_webhooks",),
-        repo_modules=() if modules else ("github",),
+        repo_modules=("_ticket_ops",) if modules else ("github", "_ticket_ops"),
         modules=modules,
         functions={"github.on_event": repo_function_entry("github.on_event")},
         tables=tables,
     )
+
+
+RECORDER = '''
+from runtime import hookimpl
+
+DELIVERED = []
+
+
+@hookimpl
+def webhook_delivered(provider, outcome, status, duration_s):
+    DELIVERED.append((provider, outcome, status))
+'''
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +60,7 @@ def server(
     pg_server: str, template_db: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
     files = github_files(tmp_path_factory.mktemp("github"))
+    files.write_plugin("recorder", RECORDER)
     with module_server(pg_server, template_db, files, max_body_bytes=LIMIT) as live:
         yield live
 
@@ -225,6 +238,22 @@ def test_bad_requests(server: LiveServer) -> None:
                               headers={"x-hub-signature-256": sign(body)})
     assert missing.status_code == 400
     assert "X-GitHub-Event and X-GitHub-Delivery" in missing.json()["error"]["message"]
+
+
+def test_every_delivery_is_reported_to_webhook_delivered(server: LiveServer) -> None:
+    delivered = server.runtime.plugins.get_plugin("plugins/recorder.py").DELIVERED
+    delivered.clear()
+    delivery = str(uuid.uuid4())
+    body = fixture("issues.opened")
+    deliver(server, "ping", fixture("ping"))
+    deliver(server, "issues", body, delivery=delivery)
+    deliver(server, "issues", body, delivery=delivery)
+    deliver(server, "issues", body, signature=None)
+    deliver(server, "issues", b"{not json")
+    assert delivered == [
+        ("github", "processed", 200), ("github", "ignored", 202), ("github", "duplicate", 200),
+        ("github", "rejected", 401), ("github", "invalid", 400),
+    ]
 
 
 # -- the effect and its record commit together -------------------------------------------------

@@ -16,8 +16,16 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 
 _hasher = PasswordHasher()  # argon2id, RFC 9106 low-memory profile (the library default)
 
-USER_FIELDS = ("_id", "_creation_time", "tenant_id", "email", "name", "role", "active",
-               "last_login_at")
+USER_FIELDS = (
+    "_id",
+    "_creation_time",
+    "tenant_id",
+    "email",
+    "name",
+    "role",
+    "active",
+    "last_login_at",
+)
 
 
 def normalize_email(email: str) -> str:

@@ -89,9 +89,7 @@ def _associated_data(tenant_id: str, name: str) -> bytes:
 def seal(tenant_id: str, name: str, value: str) -> Sealed:
     ring = keyring()
     nonce = os.urandom(NONCE_BYTES)
-    data = ring.keys[ring.current].encrypt(
-        nonce, value.encode(), _associated_data(tenant_id, name)
-    )
+    data = ring.keys[ring.current].encrypt(nonce, value.encode(), _associated_data(tenant_id, name))
     return Sealed(base64.b64encode(data).decode(), base64.b64encode(nonce).decode(), ring.current)
 
 

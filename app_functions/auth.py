@@ -69,14 +69,19 @@ async def begin_attempt(ctx: Any, email: str, ip: str | None = None) -> dict[str
     since = ctx.now - WINDOW
     attempts = ctx.db.query("login_attempts")
     last_ok = await (
-        attempts.with_index("by_email", email=email).where("succeeded", "=", True)
-        .order("desc").first()
+        attempts.with_index("by_email", email=email)
+        .where("succeeded", "=", True)
+        .order("desc")
+        .first()
     )
     if last_ok is not None and last_ok["_creation_time"] > since:
         since = last_ok["_creation_time"]
     failures = await (
-        ctx.db.query("login_attempts").with_index("by_email", email=email)
-        .where("succeeded", "=", False).range("_creation_time", gt=since).take(LIMIT)
+        ctx.db.query("login_attempts")
+        .with_index("by_email", email=email)
+        .where("succeeded", "=", False)
+        .range("_creation_time", gt=since)
+        .take(LIMIT)
     )
     if len(failures) >= LIMIT:
         free_at = failures[0]["_creation_time"] + WINDOW
@@ -85,7 +90,8 @@ async def begin_attempt(ctx: Any, email: str, ip: str | None = None) -> dict[str
     # Keep the table small: this email's attempts older than the window count for nothing.
     await ctx.sql(
         "DELETE FROM login_attempts WHERE email = %s AND _creation_time < %s",
-        email, ctx.now - WINDOW,
+        email,
+        ctx.now - WINDOW,
     )
     attempt_id = await ctx.db.insert(
         "login_attempts", {"email": email, "succeeded": False, "ip": ip}

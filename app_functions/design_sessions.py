@@ -24,8 +24,15 @@ async def create(
     await get_owned(ctx, "projects", project_id, "Project")
     session_id = await ctx.db.insert(
         "design_sessions",
-        {"tenant_id": tenant, "project_id": project_id, "title": title, "state": "draft",
-         "spec": spec or {}, "created_by": actor_of(ctx), "updated_at": ctx.now},
+        {
+            "tenant_id": tenant,
+            "project_id": project_id,
+            "title": title,
+            "state": "draft",
+            "spec": spec or {},
+            "created_by": actor_of(ctx),
+            "updated_at": ctx.now,
+        },
     )
     return await ctx.db.get("design_sessions", session_id)
 

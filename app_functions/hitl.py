@@ -29,8 +29,13 @@ async def _append_event(
 ) -> str:
     return await ctx.db.insert(
         "hitl_events",
-        {"tenant_id": session["tenant_id"], "session_id": session["_id"], "kind": kind,
-         "actor_id": actor_of(ctx), "data": data or {}},
+        {
+            "tenant_id": session["tenant_id"],
+            "session_id": session["_id"],
+            "kind": kind,
+            "actor_id": actor_of(ctx),
+            "data": data or {},
+        },
     )
 
 
@@ -53,8 +58,15 @@ async def create_session(
         await get_owned(ctx, "tickets", ticket_id, "Ticket")
     if project_id is not None:
         await get_owned(ctx, "projects", project_id, "Project")
-    doc = {"tenant_id": tenant, "title": title, "state": "open", "created_by": actor_of(ctx),
-           "ticket_id": ticket_id, "project_id": project_id, "updated_at": ctx.now}
+    doc = {
+        "tenant_id": tenant,
+        "title": title,
+        "state": "open",
+        "created_by": actor_of(ctx),
+        "ticket_id": ticket_id,
+        "project_id": project_id,
+        "updated_at": ctx.now,
+    }
     session_id = await ctx.db.insert("hitl_sessions", doc)
     session = await ctx.db.get("hitl_sessions", session_id)
     await _append_event(ctx, session, "session.created", {"title": title})
@@ -108,9 +120,14 @@ async def send_message(
     session = await _open_session(ctx, session_id)
     message_id = await ctx.db.insert(
         "hitl_messages",
-        {"tenant_id": session["tenant_id"], "session_id": session_id,
-         "author_type": _author_type(ctx), "author_id": actor_of(ctx), "content": content,
-         "metadata": metadata or {}},
+        {
+            "tenant_id": session["tenant_id"],
+            "session_id": session_id,
+            "author_type": _author_type(ctx),
+            "author_id": actor_of(ctx),
+            "content": content,
+            "metadata": metadata or {},
+        },
     )
     await ctx.db.patch("hitl_sessions", session_id, {"updated_at": ctx.now})
     return await ctx.db.get("hitl_messages", message_id)
@@ -152,8 +169,14 @@ async def request_approval(
         await get_owned(ctx, "tickets", ticket_id, "Ticket")
     approval_id = await ctx.db.insert(
         "hitl_approvals",
-        {"tenant_id": session["tenant_id"], "session_id": session_id, "ticket_id": ticket_id,
-         "summary": summary, "state": "pending", "requested_by": actor_of(ctx)},
+        {
+            "tenant_id": session["tenant_id"],
+            "session_id": session_id,
+            "ticket_id": ticket_id,
+            "summary": summary,
+            "state": "pending",
+            "requested_by": actor_of(ctx),
+        },
     )
     if session["state"] != "waiting":
         await ctx.db.patch("hitl_sessions", session_id, {"state": "waiting", "updated_at": ctx.now})
@@ -175,17 +198,26 @@ async def _decide(ctx: Any, approval_id: str, state: str, reason: str | None) ->
     approval = await get_owned(ctx, "hitl_approvals", approval_id, "Approval")
     if approval["state"] != "pending":
         raise UserError("conflict", f"The approval is already {approval['state']}")
-    decision = {"state": state, "decided_by": actor_of(ctx), "decided_ip": ctx.client_ip,
-                "decided_at": ctx.now, "reason": reason}
+    decision = {
+        "state": state,
+        "decided_by": actor_of(ctx),
+        "decided_ip": ctx.client_ip,
+        "decided_at": ctx.now,
+        "reason": reason,
+    }
     await ctx.db.patch("hitl_approvals", approval_id, decision)
     session = await ctx.db.get("hitl_sessions", approval["session_id"])
     await _append_event(
-        ctx, session, f"approval.{state}",
+        ctx,
+        session,
+        f"approval.{state}",
         {"approval_id": approval_id, "reason": reason, "ip": ctx.client_ip},
     )
     still_pending = await (
-        ctx.db.query("hitl_approvals").with_index("by_session", session_id=session["_id"])
-        .where("state", "=", "pending").first()
+        ctx.db.query("hitl_approvals")
+        .with_index("by_session", session_id=session["_id"])
+        .where("state", "=", "pending")
+        .first()
     )
     if session["state"] == "waiting" and still_pending is None:
         await ctx.db.patch(

@@ -16,8 +16,12 @@ from ._tenancy import tenant_of
 
 
 def _meta(row: dict[str, Any]) -> dict[str, Any]:
-    return {"name": row["name"], "key_id": row["key_id"], "updated_at": row.get("updated_at"),
-            "created_at": row["_creation_time"]}
+    return {
+        "name": row["name"],
+        "key_id": row["key_id"],
+        "updated_at": row.get("updated_at"),
+        "created_at": row["_creation_time"],
+    }
 
 
 async def _find(ctx: Any, tenant: str, name: str) -> dict[str, Any] | None:
@@ -30,8 +34,12 @@ async def set(ctx: Any, name: str, value: str) -> dict[str, Any]:
     """Create or replace the secret `name`; answers its metadata, not the value."""
     tenant = tenant_of(ctx)
     sealed = seal(tenant, name, value)
-    fields = {"ciphertext": sealed.ciphertext, "nonce": sealed.nonce, "key_id": sealed.key_id,
-              "updated_at": ctx.now}
+    fields = {
+        "ciphertext": sealed.ciphertext,
+        "nonce": sealed.nonce,
+        "key_id": sealed.key_id,
+        "updated_at": ctx.now,
+    }
     row = await _find(ctx, tenant, name)
     if row is None:
         await ctx.db.insert("secrets", {"tenant_id": tenant, "name": name, **fields})
@@ -79,7 +87,8 @@ async def reencrypt(ctx: Any) -> dict[str, Any]:
         value = unseal(tenant, row["name"], Sealed(row["ciphertext"], row["nonce"], row["key_id"]))
         sealed = seal(tenant, row["name"], value)
         await ctx.db.patch(
-            "secrets", row["_id"],
+            "secrets",
+            row["_id"],
             {"ciphertext": sealed.ciphertext, "nonce": sealed.nonce, "key_id": sealed.key_id},
         )
     return {"reencrypted": len(stale), "key_id": current}

@@ -23,8 +23,13 @@ async def create(
     password_hash = await hash_password(password)
     return await ctx.run_mutation(
         "users.insert",
-        {"email": email, "password_hash": password_hash, "role": role,
-         "tenant_id": tenant_id, "name": name},
+        {
+            "email": email,
+            "password_hash": password_hash,
+            "role": role,
+            "tenant_id": tenant_id,
+            "name": name,
+        },
     )
 
 
@@ -37,8 +42,13 @@ async def add(
     password_hash = await hash_password(password)
     return await ctx.run_mutation(
         "users.insert",
-        {"email": email, "password_hash": password_hash, "role": role,
-         "tenant_id": tenant, "name": name},
+        {
+            "email": email,
+            "password_hash": password_hash,
+            "role": role,
+            "tenant_id": tenant,
+            "name": name,
+        },
     )
 
 
@@ -50,8 +60,13 @@ async def insert(
     await _check_role(ctx, role)
     if await ctx.db.query("users").with_index("by_email", email=email).first() is not None:
         raise UserError("conflict", "A user with this email already exists")
-    doc = {"tenant_id": tenant_id, "email": email, "password_hash": password_hash,
-           "role": role, "active": True}
+    doc = {
+        "tenant_id": tenant_id,
+        "email": email,
+        "password_hash": password_hash,
+        "role": role,
+        "active": True,
+    }
     if name is not None:
         doc["name"] = name
     user_id = await ctx.db.insert("users", doc)
@@ -63,7 +78,8 @@ async def insert(
 async def list(ctx: Any, cursor: str | None = None, limit: int = 50) -> dict[str, Any]:
     """The tenant's users, oldest first, one page at a time."""
     page = await (
-        ctx.db.query("users").with_index("by_tenant", tenant_id=tenant_of(ctx))
+        ctx.db.query("users")
+        .with_index("by_tenant", tenant_id=tenant_of(ctx))
         .paginate(cursor, page_size(limit))
     )
     page["page"] = [public_user(row) for row in page["page"]]
@@ -96,7 +112,8 @@ async def deactivate(ctx: Any, user_id: str) -> dict[str, Any]:
 async def _check_role(ctx: Any, role: str) -> None:
     """Once the roles table is seeded, a role must be one of its rows."""
     roles = ctx.db.query("roles")
-    if await roles.count() and await ctx.db.query("roles").with_index(
-        "by_name", name=role
-    ).first() is None:
+    if (
+        await roles.count()
+        and await ctx.db.query("roles").with_index("by_name", name=role).first() is None
+    ):
         raise UserError("invalid_args", f"Unknown role {role!r}")

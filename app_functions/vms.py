@@ -62,8 +62,16 @@ async def register(
         await get_owned(ctx, "tickets", ticket_id, "Ticket")
     vm_id = await ctx.db.insert(
         "vms",
-        {"tenant_id": tenant, "name": name, "driver": driver, "driver_vm_id": driver_vm_id,
-         "host": host, "ticket_id": ticket_id, "state": state, "updated_at": ctx.now},
+        {
+            "tenant_id": tenant,
+            "name": name,
+            "driver": driver,
+            "driver_vm_id": driver_vm_id,
+            "host": host,
+            "ticket_id": ticket_id,
+            "state": state,
+            "updated_at": ctx.now,
+        },
     )
     return await ctx.db.get("vms", vm_id)
 
@@ -84,8 +92,11 @@ async def heartbeat(
         raise UserError("conflict", f"The VM is {vm['state']}")
     new_state = state or ("running" if vm["state"] == "starting" else vm["state"])
     _check_transition(vm["state"], new_state)
-    fields: dict[str, Any] = {"last_heartbeat_at": ctx.now, "updated_at": ctx.now,
-                              "state": new_state}
+    fields: dict[str, Any] = {
+        "last_heartbeat_at": ctx.now,
+        "updated_at": ctx.now,
+        "state": new_state,
+    }
     if cpu_percent is not None:
         fields["cpu_percent"] = cpu_percent
     if memory_mb is not None:
@@ -136,8 +147,12 @@ async def spawn_for_ticket(ctx: Any, ticket_id: str) -> dict[str, Any]:
     vm_id = await ctx.run_mutation(
         "vms.begin_spawn", {"ticket_id": ticket_id, "name": name, "driver": driver.name}
     )
-    env = {"RUNTIME_URL": _runtime_url(), "TICKET_ID": ticket_id, "VM_ID": vm_id,
-           "TENANT_ID": ticket["tenant_id"]}
+    env = {
+        "RUNTIME_URL": _runtime_url(),
+        "TICKET_ID": ticket_id,
+        "VM_ID": vm_id,
+        "TENANT_ID": ticket["tenant_id"],
+    }
     if ticket.get("project_id"):
         env["PROJECT_ID"] = ticket["project_id"]
     try:
@@ -148,8 +163,12 @@ async def spawn_for_ticket(ctx: Any, ticket_id: str) -> dict[str, Any]:
     try:
         await ctx.run_mutation(
             "vms.record",
-            {"vm_id": vm_id, "state": info.state, "driver_vm_id": info.vm_id,
-             "host": socket.gethostname()},
+            {
+                "vm_id": vm_id,
+                "state": info.state,
+                "driver_vm_id": info.vm_id,
+                "host": socket.gethostname(),
+            },
         )
         claim = await ctx.run_mutation(
             "tickets.claim", {"ticket_id": ticket_id, "vm_id": vm_id, "assignee_type": "agent"}
@@ -194,12 +213,18 @@ async def _undo_spawn(
     except Exception:
         ctx.log.exception("could not stop vm %s after a failed spawn", vm_id)
         state = "error"
-    await _record(ctx, vm_id, state, error=f"ticket claim failed: {_describe(cause)}",
-                  driver_vm_id=driver_vm_id)
+    await _record(
+        ctx,
+        vm_id,
+        state,
+        error=f"ticket claim failed: {_describe(cause)}",
+        driver_vm_id=driver_vm_id,
+    )
 
 
-async def _record(ctx: Any, vm_id: str, state: str, *, error: str | None = None,
-                  driver_vm_id: str | None = None) -> None:
+async def _record(
+    ctx: Any, vm_id: str, state: str, *, error: str | None = None, driver_vm_id: str | None = None
+) -> None:
     args: dict[str, Any] = {"vm_id": vm_id, "state": state}
     if error is not None:
         args["last_error"] = error[:2000]
@@ -233,8 +258,14 @@ async def ticket_for_spawn(ctx: Any, ticket_id: str) -> dict[str, Any]:
 async def begin_spawn(ctx: Any, ticket_id: str, name: str, driver: str) -> str:
     return await ctx.db.insert(
         "vms",
-        {"tenant_id": tenant_of(ctx), "name": name, "driver": driver, "ticket_id": ticket_id,
-         "state": "starting", "updated_at": ctx.now},
+        {
+            "tenant_id": tenant_of(ctx),
+            "name": name,
+            "driver": driver,
+            "ticket_id": ticket_id,
+            "state": "starting",
+            "updated_at": ctx.now,
+        },
     )
 
 
@@ -250,8 +281,11 @@ async def record(
     """What the driver reported, without transition checks: the driver is the truth."""
     await get_owned(ctx, "vms", vm_id, "VM")
     fields: dict[str, Any] = {"state": state, "updated_at": ctx.now}
-    for column, value in (("driver_vm_id", driver_vm_id), ("host", host),
-                          ("last_error", last_error)):
+    for column, value in (
+        ("driver_vm_id", driver_vm_id),
+        ("host", host),
+        ("last_error", last_error),
+    ):
         if value is not None:
             fields[column] = value
     await ctx.db.patch("vms", vm_id, fields)

@@ -21,7 +21,7 @@ from tests.conftest import REPO, AppFiles
 
 HELPERS = ("_tenancy", "_accounts", "_tokens", "_crypto")
 
-TEST_AUTH = '''
+TEST_AUTH = """
 from runtime import Identity, hookimpl
 
 
@@ -39,7 +39,7 @@ async def authenticate(request, runtime):
         permissions=frozenset() if role == "nobody" else every,
         kind="api_key" if role == "agent" else "user",
     )
-'''
+"""
 
 
 def token(tenant: str = "acme", role: str = "admin", user: str = "alice") -> str:
@@ -57,7 +57,8 @@ def install(files: AppFiles, modules: Iterable[str], plugins: Iterable[str] = ()
     (files.functions / "__init__.py").write_text("")
     schema = json.loads((REPO / "schema.json").read_text())
     schema["functions"] = {
-        name: entry for name, entry in schema["functions"].items()
+        name: entry
+        for name, entry in schema["functions"].items()
         if name.split(".", 1)[0] in copied
     }
     files.write_schema(schema)
@@ -103,17 +104,21 @@ def insert_project(database_url: str, tenant: str, name: str = "p") -> str:
     rows = sql(
         database_url,
         "INSERT INTO projects (tenant_id, name, state) VALUES (%s, %s, 'active') RETURNING _id",
-        tenant, name,
+        tenant,
+        name,
     )
     return str(rows[0][0])
 
 
-def insert_ticket(database_url: str, tenant: str, state: str = "pending",
-                  project_id: str | None = None) -> str:
+def insert_ticket(
+    database_url: str, tenant: str, state: str = "pending", project_id: str | None = None
+) -> str:
     rows = sql(
         database_url,
         "INSERT INTO tickets (tenant_id, title, state, priority, rejection_count, project_id)"
         " VALUES (%s, 't', %s, 0, 0, %s) RETURNING _id",
-        tenant, state, project_id,
+        tenant,
+        state,
+        project_id,
     )
     return str(rows[0][0])

@@ -83,8 +83,10 @@ def test_unknown_user_and_wrong_password_get_the_same_answer(admin: Api, anonymo
 def test_deactivated_user_cannot_sign_in(admin: Api, anonymous: Api) -> None:
     user = add_user(admin, "dan@example.com")
     admin.ok("users.deactivate", user_id=user["_id"])
-    assert anonymous.error("auth.login", 401, email="dan@example.com",
-                           password="correct horse") == INVALID
+    assert (
+        anonymous.error("auth.login", 401, email="dan@example.com", password="correct horse")
+        == INVALID
+    )
 
 
 def test_rate_limit_after_five_failures(admin: Api, anonymous: Api, database_url: str) -> None:
@@ -99,12 +101,16 @@ def test_rate_limit_after_five_failures(admin: Api, anonymous: Api, database_url
     # Counted in the database, per email: another email is not affected.
     add_user(admin, "frank@example.com")
     anonymous.ok("auth.login", email="frank@example.com", password="correct horse")
-    rows = sql(database_url, "SELECT count(*) FROM login_attempts WHERE email = %s",
-               "eve@example.com")
+    rows = sql(
+        database_url, "SELECT count(*) FROM login_attempts WHERE email = %s", "eve@example.com"
+    )
     assert rows == [(5,)]
     # Once the failures are older than the window, signing in works again.
-    sql(database_url, "UPDATE login_attempts SET _creation_time = now() - interval '16 minutes'"
-        " WHERE email = %s", "eve@example.com")
+    sql(
+        database_url,
+        "UPDATE login_attempts SET _creation_time = now() - interval '16 minutes' WHERE email = %s",
+        "eve@example.com",
+    )
     anonymous.ok("auth.login", email="eve@example.com", password="correct horse")
 
 
@@ -154,8 +160,12 @@ def test_login_token_is_accepted_by_the_jwt_plugin(
     if not plugin.exists():
         pytest.skip("plugins/auth_jwt.py is not in this checkout")
     monkeypatch.setenv("RUNTIME_JWT_SECRET", SECRET)
-    for name in ("RUNTIME_JWT_ISSUER", "RUNTIME_JWT_AUDIENCE", "RUNTIME_JWT_PUBLIC_KEY",
-                 "RUNTIME_JWKS_FILE"):
+    for name in (
+        "RUNTIME_JWT_ISSUER",
+        "RUNTIME_JWT_AUDIENCE",
+        "RUNTIME_JWT_PUBLIC_KEY",
+        "RUNTIME_JWKS_FILE",
+    ):
         monkeypatch.delenv(name, raising=False)
     install(app_files, ["auth", "users"], plugins=["auth_jwt"])
     server = serve(app_files)

@@ -32,13 +32,18 @@ def other(server: LiveServer) -> Iterator[Api]:
 
 def test_create_update_and_list(acme: Api, database_url: str) -> None:
     project = insert_project(database_url, "acme")
-    created = acme.ok("design_sessions.create", project_id=project, title="API v2",
-                      spec={"endpoints": ["/a"]})
+    created = acme.ok(
+        "design_sessions.create", project_id=project, title="API v2", spec={"endpoints": ["/a"]}
+    )
     assert created["state"] == "draft" and created["spec"] == {"endpoints": ["/a"]}
     assert created["created_by"] == "alice" and created["tenant_id"] == "acme"
     sid = created["_id"]
-    updated = acme.ok("design_sessions.update", session_id=sid, spec={"endpoints": ["/a", "/b"]},
-                      state="in_review")
+    updated = acme.ok(
+        "design_sessions.update",
+        session_id=sid,
+        spec={"endpoints": ["/a", "/b"]},
+        state="in_review",
+    )
     assert updated["state"] == "in_review" and updated["spec"] == {"endpoints": ["/a", "/b"]}
     assert acme.ok("design_sessions.get", session_id=sid)["spec"] == {"endpoints": ["/a", "/b"]}
     acme.ok("design_sessions.update", session_id=sid, state="approved")
@@ -53,8 +58,9 @@ def test_create_update_and_list(acme: Api, database_url: str) -> None:
     assert [s["_id"] for s in drafts["page"]] == [second["_id"]]
     page = acme.ok("design_sessions.list_by_project", project_id=project, limit=1)
     assert len(page["page"]) == 1 and not page["is_done"]
-    rest = acme.ok("design_sessions.list_by_project", project_id=project, limit=1,
-                   cursor=page["cursor"])
+    rest = acme.ok(
+        "design_sessions.list_by_project", project_id=project, limit=1, cursor=page["cursor"]
+    )
     assert [s["_id"] for s in rest["page"]] == [second["_id"]]
 
 
@@ -77,9 +83,13 @@ def test_other_tenants_see_nothing(acme: Api, other: Api, database_url: str) -> 
     project = insert_project(database_url, "acme")
     sid = acme.ok("design_sessions.create", project_id=project, title="t")["_id"]
     assert other.error("design_sessions.get", 404, session_id=sid) == {
-        "code": "not_found", "message": "Design session not found"}
-    assert other.error("design_sessions.update", 404, session_id=sid, state="archived")[
-        "code"] == "not_found"
+        "code": "not_found",
+        "message": "Design session not found",
+    }
+    assert (
+        other.error("design_sessions.update", 404, session_id=sid, state="archived")["code"]
+        == "not_found"
+    )
     project_nf = {"code": "not_found", "message": "Project not found"}
     assert other.error("design_sessions.list_by_project", 404, project_id=project) == project_nf
     assert other.error("design_sessions.create", 404, project_id=project, title="x") == project_nf

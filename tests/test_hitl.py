@@ -52,7 +52,9 @@ def test_messages_are_time_ordered_and_paginated(acme: Api) -> None:
         acme.ok("hitl.send_message", session_id=session["_id"], content=f"m{i}")
     got = pages(acme, "hitl.get_messages", session["_id"], 3)
     assert [[m["content"] for m in page] for page in got] == [
-        ["m0", "m1", "m2"], ["m3", "m4", "m5"], ["m6"],
+        ["m0", "m1", "m2"],
+        ["m3", "m4", "m5"],
+        ["m6"],
     ]
     times = [m["_creation_time"] for page in got for m in page]
     assert times == sorted(times)
@@ -63,8 +65,9 @@ def test_messages_are_time_ordered_and_paginated(acme: Api) -> None:
 def test_agent_messages_are_marked_as_agent(server: LiveServer, acme: Api) -> None:
     session = acme.ok("hitl.create_session", title="t")
     agent = Api(server.url, token("acme", "agent", "key-1"))
-    message = agent.ok("hitl.send_message", session_id=session["_id"], content="question?",
-                       metadata={"step": 3})
+    message = agent.ok(
+        "hitl.send_message", session_id=session["_id"], content="question?", metadata={"step": 3}
+    )
     agent.close()
     assert message["author_type"] == "agent" and message["metadata"] == {"step": 3}
 
@@ -100,21 +103,31 @@ def test_approvals_record_who_and_from_where(acme: Api, database_url: str) -> No
     assert acme.ok("hitl.get_session", session_id=session["_id"])["state"] == "waiting"
 
     # Behind the trusted local proxy, the forwarded client address is recorded.
-    r = acme.http.post("/fn/hitl.reject", json={"approval_id": second["_id"]},
-                       headers={"x-forwarded-for": "203.0.113.7"})
+    r = acme.http.post(
+        "/fn/hitl.reject",
+        json={"approval_id": second["_id"]},
+        headers={"x-forwarded-for": "203.0.113.7"},
+    )
     assert r.status_code == 200, r.text
     assert r.json()["value"]["decided_ip"] == "203.0.113.7"
     assert acme.ok("hitl.get_session", session_id=session["_id"])["state"] == "open"
 
-    rows = sql(database_url, "SELECT state, decided_by, decided_ip FROM hitl_approvals"
-               " ORDER BY _creation_time")
+    rows = sql(
+        database_url,
+        "SELECT state, decided_by, decided_ip FROM hitl_approvals ORDER BY _creation_time",
+    )
     assert rows == [("approved", "alice", "127.0.0.1"), ("rejected", "alice", "203.0.113.7")]
     err = acme.error("hitl.approve", 409, approval_id=first["_id"])
     assert err == {"code": "conflict", "message": "The approval is already approved"}
 
     kinds = [e["kind"] for e in acme.ok("hitl.get_events", session_id=session["_id"])["page"]]
-    assert kinds == ["session.created", "approval.requested", "approval.requested",
-                     "approval.approved", "approval.rejected"]
+    assert kinds == [
+        "session.created",
+        "approval.requested",
+        "approval.requested",
+        "approval.approved",
+        "approval.rejected",
+    ]
     pending = acme.ok("hitl.list_approvals", state="pending")["page"]
     assert pending == []
     decided = acme.ok("hitl.list_approvals", session_id=session["_id"])["page"]
@@ -150,8 +163,10 @@ def test_other_tenants_see_nothing(acme: Api, other: Api, database_url: str) -> 
     assert other.ok("hitl.list_approvals")["page"] == []
     # Another tenant's ticket cannot be attached either.
     foreign_ticket = insert_ticket(database_url, "acme")
-    assert other.error("hitl.create_session", 404, title="t", ticket_id=foreign_ticket)[
-        "message"] == "Ticket not found"
+    assert (
+        other.error("hitl.create_session", 404, title="t", ticket_id=foreign_ticket)["message"]
+        == "Ticket not found"
+    )
     assert sql(database_url, "SELECT state FROM hitl_approvals") == [("pending",)]
 
 

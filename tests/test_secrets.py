@@ -59,7 +59,9 @@ def test_set_get_list_delete(acme: Api) -> None:
     assert all("value" not in s and "ciphertext" not in s for s in listed)
     assert acme.ok("secrets.delete", name="API_KEY") == {"name": "API_KEY", "deleted": True}
     assert acme.error("secrets.get", 404, name="API_KEY") == {
-        "code": "not_found", "message": "Secret 'API_KEY' not found"}
+        "code": "not_found",
+        "message": "Secret 'API_KEY' not found",
+    }
     assert acme.error("secrets.delete", 404, name="API_KEY")["code"] == "not_found"
 
 
@@ -83,9 +85,11 @@ def test_ciphertext_cannot_move_between_rows_or_tenants(
     acme.ok("secrets.set", name="A", value=VALUE)
     acme.ok("secrets.set", name="B", value="bbb")
     other.ok("secrets.set", name="A", value="globex-a")
-    copy = ("UPDATE secrets SET ciphertext = src.ciphertext, nonce = src.nonce FROM secrets src"
-            " WHERE src.tenant_id = 'acme' AND src.name = 'A'"
-            " AND secrets.tenant_id = %s AND secrets.name = %s")
+    copy = (
+        "UPDATE secrets SET ciphertext = src.ciphertext, nonce = src.nonce FROM secrets src"
+        " WHERE src.tenant_id = 'acme' AND src.name = 'A'"
+        " AND secrets.tenant_id = %s AND secrets.name = %s"
+    )
     sql(database_url, copy, "acme", "B")
     sql(database_url, copy, "globex", "A")
     for api, name in ((acme, "B"), (other, "A")):
@@ -114,7 +118,8 @@ def test_rotation_keeps_old_rows_readable(
     monkeypatch.setenv("RUNTIME_SECRETS_KEY", f"k3:{key()}")
     err = acme.error("secrets.get", 500, name="OLD")
     assert err["message"] == (
-        "Secret 'OLD' was encrypted with key id 'k2', which RUNTIME_SECRETS_KEY does not list")
+        "Secret 'OLD' was encrypted with key id 'k2', which RUNTIME_SECRETS_KEY does not list"
+    )
 
 
 def test_a_bare_key_is_key_id_default(acme: Api, monkeypatch: pytest.MonkeyPatch) -> None:

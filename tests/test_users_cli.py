@@ -26,24 +26,53 @@ def app(app_files: AppFiles, monkeypatch: pytest.MonkeyPatch) -> AppFiles:
     return install(app_files, ["auth", "users"])
 
 
-def user_create(app: AppFiles, database_url: str, *args: str, password_env: str | None = None
-                ) -> subprocess.CompletedProcess[str]:
+def user_create(
+    app: AppFiles, database_url: str, *args: str, password_env: str | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "RUNTIME_USER_PASSWORD"}
     if password_env is not None:
         env["RUNTIME_USER_PASSWORD"] = password_env
     return subprocess.run(
-        [CLI, "user", "create", *args, "--functions", str(app.functions),
-         "--schema", str(app.schema_path), "--plugins", str(app.plugins),
-         "--data", str(app.root / ".runtime"), "--database-url", database_url],
-        env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
+        [
+            CLI,
+            "user",
+            "create",
+            *args,
+            "--functions",
+            str(app.functions),
+            "--schema",
+            str(app.schema_path),
+            "--plugins",
+            str(app.plugins),
+            "--data",
+            str(app.root / ".runtime"),
+            "--database-url",
+            database_url,
+        ],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
 def test_cli_creates_the_first_admin(
     app: AppFiles, database_url: str, serve: Callable[..., LiveServer]
 ) -> None:
-    done = user_create(app, database_url, "--email", "Root@Example.com", "--role", "admin",
-                       "--tenant", "acme", "--name", "Root", password_env="s3cret-password")
+    done = user_create(
+        app,
+        database_url,
+        "--email",
+        "Root@Example.com",
+        "--role",
+        "admin",
+        "--tenant",
+        "acme",
+        "--name",
+        "Root",
+        password_env="s3cret-password",
+    )
     assert done.returncode == 0, done.stderr
     user = json.loads(done.stdout)
     assert user["email"] == "root@example.com" and user["role"] == "admin"
@@ -60,31 +89,59 @@ def test_cli_creates_the_first_admin(
 
 
 def test_cli_password_flag_and_duplicate_email(app: AppFiles, database_url: str) -> None:
-    args = ("--email", "a@example.com", "--role", "operator", "--tenant", "acme",
-            "--password", "long-enough-pw")
+    args = (
+        "--email",
+        "a@example.com",
+        "--role",
+        "operator",
+        "--tenant",
+        "acme",
+        "--password",
+        "long-enough-pw",
+    )
     assert user_create(app, database_url, *args).returncode == 0
     again = user_create(app, database_url, *args)
     assert again.returncode == 1
     assert json.loads(again.stderr) == {
-        "error": {"code": "conflict", "message": "A user with this email already exists"}}
+        "error": {"code": "conflict", "message": "A user with this email already exists"}
+    }
 
 
 def test_cli_without_a_password_refuses(app: AppFiles, database_url: str) -> None:
-    done = user_create(app, database_url, "--email", "b@example.com", "--role", "admin",
-                       "--tenant", "acme")
+    done = user_create(
+        app, database_url, "--email", "b@example.com", "--role", "admin", "--tenant", "acme"
+    )
     assert done.returncode == 2
     assert "no password" in done.stderr and "RUNTIME_USER_PASSWORD" in done.stderr
     assert done.stdout == ""
 
 
 def test_cli_validates_arguments(app: AppFiles, database_url: str) -> None:
-    done = user_create(app, database_url, "--email", "not-an-email", "--role", "admin",
-                       "--tenant", "acme", password_env="long-enough-pw")
+    done = user_create(
+        app,
+        database_url,
+        "--email",
+        "not-an-email",
+        "--role",
+        "admin",
+        "--tenant",
+        "acme",
+        password_env="long-enough-pw",
+    )
     assert done.returncode == 1
     error = json.loads(done.stderr)["error"]
     assert error["code"] == "invalid_args" and error["details"][0]["path"] == "$.email"
-    short = user_create(app, database_url, "--email", "c@example.com", "--role", "admin",
-                        "--tenant", "acme", password_env="short")
+    short = user_create(
+        app,
+        database_url,
+        "--email",
+        "c@example.com",
+        "--role",
+        "admin",
+        "--tenant",
+        "acme",
+        password_env="short",
+    )
     assert json.loads(short.stderr)["error"]["details"][0]["path"] == "$.password"
 
 
@@ -112,8 +169,7 @@ def other(server: LiveServer) -> Iterator[Api]:
 
 def test_list_is_per_tenant_and_paginated(admin: Api, other: Api) -> None:
     for i in range(3):
-        admin.ok("users.add", email=f"u{i}@example.com", password="long-enough-pw",
-                 role="viewer")
+        admin.ok("users.add", email=f"u{i}@example.com", password="long-enough-pw", role="viewer")
     other.ok("users.add", email="x@globex.com", password="long-enough-pw", role="admin")
     first = admin.ok("users.list", limit=2)
     rest = admin.ok("users.list", limit=2, cursor=first["cursor"])
@@ -148,15 +204,20 @@ def test_admins_cannot_lock_themselves_out(server: LiveServer, admin: Api) -> No
 
 def test_roles_must_exist_once_seeded(admin: Api, database_url: str) -> None:
     sql(database_url, "INSERT INTO roles (name, level) VALUES ('admin', 100), ('viewer', 10)")
-    err = admin.error("users.add", 400, email="w@example.com", password="long-enough-pw",
-                      role="wizard")
+    err = admin.error(
+        "users.add", 400, email="w@example.com", password="long-enough-pw", role="wizard"
+    )
     assert err == {"code": "invalid_args", "message": "Unknown role 'wizard'"}
     admin.ok("users.add", email="w@example.com", password="long-enough-pw", role="viewer")
 
 
 def test_user_admin_needs_the_permission(server: LiveServer) -> None:
     nobody = Api(server.url, token("acme", "nobody", "zed"))
-    assert nobody.error("users.add", 403, email="n@example.com", password="long-enough-pw",
-                        role="admin")["code"] == "forbidden"
+    assert (
+        nobody.error(
+            "users.add", 403, email="n@example.com", password="long-enough-pw", role="admin"
+        )["code"]
+        == "forbidden"
+    )
     assert nobody.error("users.list", 403)["code"] == "forbidden"
     nobody.close()

@@ -27,8 +27,9 @@ time.sleep(120)
 """
 
 if not (REPO / "app_functions" / "tickets.py").exists():  # pragma: no cover
-    pytest.skip("app_functions/tickets.py (tickets.claim) is not in this checkout",
-                allow_module_level=True)
+    pytest.skip(
+        "app_functions/tickets.py (tickets.claim) is not in this checkout", allow_module_level=True
+    )
 
 
 def agent_pids(ticket_id: str) -> list[int]:
@@ -45,7 +46,7 @@ def agent_pids(ticket_id: str) -> list[int]:
                 stat = f.read()
         except OSError:
             continue
-        if needle in env and stat[stat.rfind(b")") + 2:].split()[0] not in (b"Z", b"X"):
+        if needle in env and stat[stat.rfind(b")") + 2 :].split()[0] not in (b"Z", b"X"):
             pids.append(int(name))
     return pids
 
@@ -62,8 +63,9 @@ def wait_until(predicate: Callable[[], object], timeout: float = 15.0) -> None:
 def vm_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     data = tmp_path / "vmdata"
     monkeypatch.setenv("RUNTIME_DATA", str(data))
-    monkeypatch.setenv("RUNTIME_VM_PROCESS_COMMAND",
-                       f"{shlex.quote(sys.executable)} -c {shlex.quote(AGENT)}")
+    monkeypatch.setenv(
+        "RUNTIME_VM_PROCESS_COMMAND", f"{shlex.quote(sys.executable)} -c {shlex.quote(AGENT)}"
+    )
     monkeypatch.setenv("RUNTIME_VM_PROCESS_STOP_GRACE", "2")
     monkeypatch.setenv("RUNTIME_VM_PROCESS_LIMIT_MEMORY", "0")
     monkeypatch.setenv("RUNTIME_URL", RUNTIME_URL)
@@ -113,7 +115,8 @@ def test_spawn_for_ticket_runs_an_agent_and_claims_the_ticket(
     assert vm["driver_vm_id"].startswith("proc-") and vm["ticket_id"] == ticket_id
     assert vm["tenant_id"] == "acme" and vm["host"]
     assert sql(database_url, "SELECT state, vm_id FROM tickets WHERE _id = %s", ticket_id) == [
-        ("claimed", vm["_id"])]
+        ("claimed", vm["_id"])
+    ]
 
     env_file = vm_data / "vms" / vm["driver_vm_id"] / "env.json"
     wait_until(env_file.exists)
@@ -135,8 +138,11 @@ def test_failed_claim_stops_the_vm_again(
     reap.append(ticket_id)
     err = acme.error("vms.spawn_for_ticket", 409, ticket_id=ticket_id)
     assert err == {"code": "conflict", "message": "Cannot claim ticket in state: claimed"}
-    rows = sql(database_url, "SELECT state, last_error, driver_vm_id FROM vms"
-               " WHERE ticket_id = %s", ticket_id)
+    rows = sql(
+        database_url,
+        "SELECT state, last_error, driver_vm_id FROM vms WHERE ticket_id = %s",
+        ticket_id,
+    )
     assert len(rows) == 1
     state, last_error, driver_vm_id = rows[0]
     assert state == "stopped"
@@ -144,7 +150,8 @@ def test_failed_claim_stops_the_vm_again(
     assert (vm_data / "vms" / driver_vm_id).is_dir()  # it really was started ...
     wait_until(lambda: not agent_pids(ticket_id))  # ... and nothing of it is left running
     assert sql(database_url, "SELECT state FROM tickets WHERE _id = %s", ticket_id) == [
-        ("claimed",)]
+        ("claimed",)
+    ]
 
 
 def test_another_tenants_ticket_spawns_nothing(
@@ -159,8 +166,11 @@ def test_another_tenants_ticket_spawns_nothing(
 
 
 def test_spawn_failure_marks_the_vm_error(
-    app_files: AppFiles, serve: Callable[..., LiveServer], vm_data: Path,
-    monkeypatch: pytest.MonkeyPatch, database_url: str,
+    app_files: AppFiles,
+    serve: Callable[..., LiveServer],
+    vm_data: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
 ) -> None:
     monkeypatch.setenv("RUNTIME_VM_PROCESS_COMMAND", "/nonexistent/agent")
     install(app_files, ["vms", "_ticket_ops", "tickets"], plugins=["vm_process"])
@@ -176,12 +186,14 @@ def test_spawn_failure_marks_the_vm_error(
 
 
 def test_register_heartbeat_and_states(acme: Api) -> None:
-    vm = acme.ok("vms.register", name="vm-1", driver="firecracker", driver_vm_id="fc-1",
-                 host="node-a")
+    vm = acme.ok(
+        "vms.register", name="vm-1", driver="firecracker", driver_vm_id="fc-1", host="node-a"
+    )
     assert vm["state"] == "starting" and vm["tenant_id"] == "acme"
     vm_id = vm["_id"]
-    beat = acme.ok("vms.heartbeat", vm_id=vm_id, cpu_percent=12.5, memory_mb=256,
-                   metrics={"load": [0.1, 0.2]})
+    beat = acme.ok(
+        "vms.heartbeat", vm_id=vm_id, cpu_percent=12.5, memory_mb=256, metrics={"load": [0.1, 0.2]}
+    )
     assert beat["state"] == "running" and beat["last_heartbeat_at"]
     assert beat["cpu_percent"] == 12.5 and beat["memory_mb"] == 256
     assert acme.ok("vms.heartbeat", vm_id=vm_id, state="busy")["state"] == "busy"

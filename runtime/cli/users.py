@@ -33,8 +33,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     user = commands.add_parser("user", help="manage users (e.g. create the first admin)")
     actions = user.add_subparsers(dest="user_command", metavar="ACTION", required=True)
     create = actions.add_parser(
-        "create", help="create a user; the password comes from --password, "
-        f"{PASSWORD_ENV} or a prompt"
+        "create",
+        help=f"create a user; the password comes from --password, {PASSWORD_ENV} or a prompt",
     )
     create.add_argument("--email", required=True, help="sign-in email (unique)")
     create.add_argument("--role", required=True, help="admin, operator, viewer or agent")
@@ -54,8 +54,7 @@ def _password(args: argparse.Namespace) -> str:
         return os.environ[PASSWORD_ENV]
     if not sys.stdin.isatty():
         raise ValueError(
-            f"no password: pass --password, set {PASSWORD_ENV}, or run in a terminal to be "
-            "prompted"
+            f"no password: pass --password, set {PASSWORD_ENV}, or run in a terminal to be prompted"
         )
     first = getpass.getpass("Password: ")
     if getpass.getpass("Repeat password: ") != first:
@@ -72,7 +71,10 @@ def run_create(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     call_args: dict[str, Any] = {
-        "email": args.email, "password": password, "role": args.role, "tenant_id": args.tenant,
+        "email": args.email,
+        "password": password,
+        "role": args.role,
+        "tenant_id": args.tenant,
     }
     if args.name:
         call_args["name"] = args.name

@@ -242,6 +242,17 @@ class Runtime:
         except Exception:
             log.exception("a call_finished hook failed")
 
+    def notify_webhook_delivered(
+        self, provider: str, outcome: str, status: int, duration_s: float
+    ) -> None:
+        """For webhook routes: runs the `webhook_delivered` hooks, never raising."""
+        try:
+            self.plugins.hook.webhook_delivered(
+                provider=provider, outcome=outcome, status=status, duration_s=duration_s
+            )
+        except Exception:
+            log.exception("a webhook_delivered hook failed")
+
 
 def new_request_id() -> str:
     return uuid.uuid4().hex

@@ -129,3 +129,16 @@ def reloaded(
 
     `error` is None on success; on failure the previous version keeps serving.
     """
+
+
+@hookspec
+def webhook_delivered(provider: str, outcome: str, status: int, duration_s: float) -> None:
+    """Called once per webhook delivery a plugin route received, whatever became of it.
+
+    For metrics and audit. The route's plugin calls it through
+    `runtime.notify_webhook_delivered(...)`; the built-in metrics plugin counts deliveries by
+    `provider` and `outcome`. `outcome` is one of "processed", "duplicate", "ignored" (the
+    handler's answer), "rejected" (missing or wrong signature), "invalid" (any other 4xx)
+    or "error" (5xx); `status` is the HTTP status answered. Runs on the request path: keep
+    it fast and never raise.
+    """

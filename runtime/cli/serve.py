@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
+import signal
 import sys
+from pathlib import Path
 
 import uvicorn
 
@@ -56,6 +60,7 @@ def _serve(settings: Settings, database_url: str) -> int:
     configure_logging(settings)
     if settings.workers > 1:
         _export(settings, database_url)
+        _metrics_dir(settings.data_dir)
         uvicorn.run(
             "runtime.http.app:app_from_env",
             factory=True,
@@ -84,8 +89,26 @@ def _serve(settings: Settings, database_url: str) -> int:
         timeout_graceful_shutdown=30,
     )
     server = uvicorn.Server(config)
+    # On SIGTERM uvicorn stops accepting, lets in-flight requests finish (up to the graceful
+    # timeout), runs the shutdown, then re-raises the signal once its own handler is gone:
+    # this no-op receives it, so a drained stop exits 0 instead of dying by the signal.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
     server.run()
     return 0 if server.started else 1
+
+
+def _metrics_dir(data_dir: Path) -> None:
+    """Prometheus multiprocess mode for the workers: a fresh folder, set before they start.
+
+    A folder the operator set in PROMETHEUS_MULTIPROC_DIR is used as it is (theirs to wipe).
+    """
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    folder = (data_dir / "metrics" / f"serve-{os.getpid()}").absolute()
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
 
 
 def _print_problems(exc: LoadError) -> None:

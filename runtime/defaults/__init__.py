@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from runtime.defaults import dev_token, permissions
+from runtime.defaults import call_log, dev_token, metrics, permissions
 
-DEFAULT_PLUGINS: list[object] = [permissions]
+DEFAULT_PLUGINS: list[object] = [permissions, metrics, call_log]
 DEV_PLUGINS: list[object] = [dev_token]

@@ -13,6 +13,8 @@ from typing import Any
 
 from runtime import internal_mutation
 
+from . import _ticket_ops as ops
+
 
 @internal_mutation
 async def on_event(
@@ -50,4 +52,36 @@ async def on_event(
 async def handle_event(
     ctx: Any, event: str, action: str | None, payload: dict[str, Any]
 ) -> tuple[str, str | None]:
+    if event == "pull_request" and action == "closed":
+        return await pull_request_closed(ctx, payload.get("pull_request") or {})
     return "ignored", None
+
+
+async def pull_request_closed(ctx: Any, pr: dict[str, Any]) -> tuple[str, str | None]:
+    """The ticket whose `pr_url` is the PR's `html_url`: a merged PR completes it (through
+    the ticket completion logic: dependents are unblocked); a PR closed without merging moves
+    it to review with a note for a human. Tickets in states where that move is not legal are
+    left alone ("ignored")."""
+    url = pr.get("html_url")
+    if not isinstance(url, str) or not url:
+        return "ignored", None
+    ticket = await (
+        ctx.db.query("tickets").with_index("by_pr_url", pr_url=url).order("desc").first()
+    )
+    if ticket is None:
+        return "ignored", None
+    if pr.get("merged") is True:
+        if ticket["state"] == "completed":
+            return "processed", ticket["_id"]
+        if "completed" not in ops.TRANSITIONS[ticket["state"]]:
+            ctx.log.warning("merged PR %s: ticket %s is %s", url, ticket["_id"], ticket["state"])
+            return "ignored", ticket["_id"]
+        await ops.complete_ticket(ctx, ticket, pr_url=url)
+        return "processed", ticket["_id"]
+    note = f"Pull request {url} was closed without being merged"
+    if ticket["state"] != "review" and "review" not in ops.TRANSITIONS[ticket["state"]]:
+        ctx.log.warning("closed PR %s: ticket %s is %s", url, ticket["_id"], ticket["state"])
+        return "ignored", ticket["_id"]
+    fields = {"state": "review", "review_note": note, "lease_expires_at": None}
+    await ops.update(ctx, ticket, fields)
+    return "processed", ticket["_id"]

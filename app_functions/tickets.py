@@ -168,30 +168,39 @@ async def create(
 
 @mutation(permission="tickets:update")
 async def set_state(
-    ctx: Any, ticket_id: str, state: str, note: str | None = None
+    ctx: Any, ticket_id: str, state: str, note: str | None = None, pr_url: str | None = None
 ) -> dict[str, Any]:
     """Move a ticket along a legal transition (409 naming from and to otherwise).
 
     pending becomes blocked while a dependency is unfinished; leaving a leased state for
-    pending, blocked, draft or hold clears the assignment; completed runs the completion
-    logic (dependents are unblocked). Claims go through `claim`/`claim_next`.
+    pending, blocked, draft or hold clears the assignment; review ends the lease (a human
+    has the ticket now); completed runs the completion logic (dependents are unblocked).
+    Claims go through `claim`/`claim_next`. `pr_url` records the ticket's pull request (e.g.
+    when handing it to review); GitHub's merge of that PR then completes the ticket.
     """
     ticket = await ops.get_ticket(ctx, ticket_id)
-    if ticket["state"] == state:
-        return ticket
+    noted: dict[str, Any] = {}
+    if note is not None:
+        noted["last_error" if state == "failed" else "review_note"] = note
+    if pr_url is not None:
+        noted["pr_url"] = pr_url
+    if ticket["state"] == state:  # nothing to move; record the note and PR, if any
+        return await ops.update(ctx, ticket, noted) if noted else ticket
     ops.check_transition(ticket, state)
     if state == "claimed":
         raise UserError("bad_request", "Use tickets.claim to claim a ticket")
     if state == "completed":
-        ticket, _ = await ops.complete_ticket(ctx, ticket)
+        ticket, _ = await ops.complete_ticket(ctx, ticket, pr_url=pr_url)
         return ticket
-    fields: dict[str, Any] = {"state": state}
+    fields: dict[str, Any] = {"state": state, **noted}
+    if state == "review":
+        fields["lease_expires_at"] = None
+    if state == "in_progress":  # back from review: the VM holds a fresh lease
+        fields.update(ops.lease_fields(ctx))
     if state == "pending":
         fields["state"] = await ops.pending_or_blocked(ctx, ticket)
     if state in ("pending", "blocked", "draft", "hold"):
         fields.update(ops.UNASSIGNED)
-    if note is not None:
-        fields["last_error" if state == "failed" else "review_note"] = note
     return await ops.update(ctx, ticket, fields)
 
 

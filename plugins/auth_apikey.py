@@ -7,9 +7,9 @@ not argon2: the secrets are 256-bit random, so a slow hash would add ~50 ms per 
 security).
 
 Every call looks its key up by `key_id` (one indexed point query on a pooled connection:
-~0.17 ms per call measured, against ~0.1 ms for a JWT) and keeps no cache, so a revoked key fails on the very next
-call in every worker, with nothing to invalidate. `last_used_at` is written in the
-background, at most once a minute per key, never on the request path.
+~0.17 ms per call measured, against ~0.1 ms for a JWT) and keeps no cache, so a revoked key
+fails on the very next call in every worker, with nothing to invalidate. `last_used_at` is
+written in the background, at most once a minute per key, never on the request path.
 
 A valid key becomes `Identity(kind="api_key", key_id=..., tenant_id=..., roles=(role,))`;
 plugins/rbac.py turns the role into permissions. A malformed, unknown, wrong or revoked key

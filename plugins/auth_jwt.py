@@ -119,8 +119,10 @@ def _load_jwks(path: str) -> list[VerifyingKey]:
         if data.get("use", "sig") != "sig":
             continue
         if data.get("kty") == "oct":
-            raise JWTConfigError(f"RUNTIME_JWKS_FILE={path}: symmetric (oct) keys are not "
-                                 "accepted; use RUNTIME_JWT_SECRET for HMAC")
+            raise JWTConfigError(
+                f"RUNTIME_JWKS_FILE={path}: symmetric (oct) keys are not "
+                "accepted; use RUNTIME_JWT_SECRET for HMAC"
+            )
         try:
             jwk = jwt.PyJWK.from_dict(data)
         except jwt.PyJWKError as exc:
@@ -130,8 +132,10 @@ def _load_jwks(path: str) -> list[VerifyingKey]:
         declared = data.get("alg")
         if declared is not None:
             if declared not in allowed:
-                raise JWTConfigError(f"RUNTIME_JWKS_FILE={path}: key {jwk.key_id!r} declares "
-                                     f"alg {declared!r}, which its key type cannot use")
+                raise JWTConfigError(
+                    f"RUNTIME_JWKS_FILE={path}: key {jwk.key_id!r} declares "
+                    f"alg {declared!r}, which its key type cannot use"
+                )
             allowed = frozenset({declared})
         keys.append(VerifyingKey(jwk.key, allowed, jwk.key_id))
     return keys
@@ -149,20 +153,33 @@ def config() -> JWTConfig:
     env = os.environ
     pem, jwks = env.get("RUNTIME_JWT_PUBLIC_KEY") or None, env.get("RUNTIME_JWKS_FILE") or None
     return _config(
-        env.get("RUNTIME_JWT_SECRET") or None, pem, _mtime(pem), jwks, _mtime(jwks),
-        env.get("RUNTIME_JWT_ISSUER") or None, env.get("RUNTIME_JWT_AUDIENCE") or None,
+        env.get("RUNTIME_JWT_SECRET") or None,
+        pem,
+        _mtime(pem),
+        jwks,
+        _mtime(jwks),
+        env.get("RUNTIME_JWT_ISSUER") or None,
+        env.get("RUNTIME_JWT_AUDIENCE") or None,
         env.get("RUNTIME_JWT_LEEWAY") or None,
     )
 
 
 @lru_cache(maxsize=4)
 def _config(
-    secret: str | None, pem: str | None, _pem_mtime: int, jwks: str | None, _jwks_mtime: int,
-    issuer: str | None, audience: str | None, leeway: str | None,
+    secret: str | None,
+    pem: str | None,
+    _pem_mtime: int,
+    jwks: str | None,
+    _jwks_mtime: int,
+    issuer: str | None,
+    audience: str | None,
+    leeway: str | None,
 ) -> JWTConfig:
     if secret is not None and len(secret.encode()) < MIN_SECRET_BYTES:
-        raise JWTConfigError(f"RUNTIME_JWT_SECRET is {len(secret.encode())} bytes; HS256 needs "
-                             f"at least {MIN_SECRET_BYTES} (e.g. `openssl rand -hex 32`)")
+        raise JWTConfigError(
+            f"RUNTIME_JWT_SECRET is {len(secret.encode())} bytes; HS256 needs "
+            f"at least {MIN_SECRET_BYTES} (e.g. `openssl rand -hex 32`)"
+        )
     keys = ([_load_pem(pem)] if pem else []) + (_load_jwks(jwks) if jwks else [])
     try:
         leeway_s = float(leeway) if leeway else DEFAULT_LEEWAY_S

@@ -54,20 +54,35 @@ ROLES: dict[str, tuple[int, str, tuple[str, ...]]] = {
     "operator": (
         50,
         "Runs the swarm: tickets, projects, HITL, design sessions, workflows and VMs",
-        ("tickets:*", "projects:*", "hitl:*", "design:*", "workflows:*", "vms:*",
-         "secrets:read", "users:read"),
+        (
+            "tickets:*",
+            "projects:*",
+            "hitl:*",
+            "design:*",
+            "workflows:*",
+            "vms:*",
+            "secrets:read",
+            "users:read",
+        ),
     ),
     "agent": (
         20,
         "An agent VM working on tickets",
-        ("tickets:read", "tickets:claim", "tickets:update", "tickets:complete",
-         "projects:read", "hitl:read", "hitl:write", "secrets:read"),
+        (
+            "tickets:read",
+            "tickets:claim",
+            "tickets:update",
+            "tickets:complete",
+            "projects:read",
+            "hitl:read",
+            "hitl:write",
+            "secrets:read",
+        ),
     ),
     "viewer": (
         10,
         "Reads what the dashboards show",
-        ("tickets:read", "projects:read", "hitl:read", "design:read", "workflows:read",
-         "vms:read"),
+        ("tickets:read", "projects:read", "hitl:read", "design:read", "workflows:read", "vms:read"),
     ),
 }
 

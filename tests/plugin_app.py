@@ -22,7 +22,7 @@ import psycopg
 
 from tests.conftest import REPO, AppFiles, LiveServer, _admin, _with_dbname
 
-PROBE = '''
+PROBE = """
 from runtime import mutation, query
 
 
@@ -46,7 +46,7 @@ async def admin_only(ctx):
 @query(public=True)
 async def ping(ctx):
     return "pong"
-'''
+"""
 
 PROBE_FUNCTIONS: dict[str, Any] = {
     f"probe.{name}": {"args": {"type": "object"}}

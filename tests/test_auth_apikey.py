@@ -39,7 +39,10 @@ def server(
 def cli(server: LiveServer, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [CLI, "apikey", *args, "--database-url", server.runtime.database_url],
-        capture_output=True, text=True, timeout=60, env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=cli_env(),
     )
 
 
@@ -90,7 +93,10 @@ def test_key_authenticates_as_api_key_identity(server: LiveServer, header: str) 
     status, body = whoami(server, {header: value})
     assert status == 200, body
     assert body["value"] == {
-        "user_id": None, "tenant_id": "globex", "roles": ["agent"], "kind": "api_key",
+        "user_id": None,
+        "tenant_id": "globex",
+        "roles": ["agent"],
+        "kind": "api_key",
         "key_id": token[4:20],
     }
 
@@ -123,8 +129,9 @@ def test_unknown_key(server: LiveServer) -> None:
 def test_wrong_secret(server: LiveServer) -> None:
     token = create(server)
     forged = token[:21] + generate_api_key().token[21:]
-    assert_401(server, {"x-api-key": forged},
-               f"Invalid API key {token[4:20]}: the secret does not match")
+    assert_401(
+        server, {"x-api-key": forged}, f"Invalid API key {token[4:20]}: the secret does not match"
+    )
 
 
 def test_malformed_key(server: LiveServer) -> None:
@@ -149,8 +156,10 @@ def test_last_used_is_recorded_in_the_background(server: LiveServer) -> None:
 
 
 def test_create_warns_about_an_unknown_role(server: LiveServer) -> None:
-    sql(server.runtime.database_url,
-        "INSERT INTO roles (name, level) VALUES ('agent', 20) ON CONFLICT DO NOTHING")
+    sql(
+        server.runtime.database_url,
+        "INSERT INTO roles (name, level) VALUES ('agent', 20) ON CONFLICT DO NOTHING",
+    )
     result = cli(server, "create", "--tenant", "acme", "--role", "agnet", "--name", "typo")
     assert result.returncode == 0
     assert "warning: role 'agnet' is not in table roles (agent)" in result.stderr
@@ -159,7 +168,10 @@ def test_create_warns_about_an_unknown_role(server: LiveServer) -> None:
 def test_cli_explains_a_missing_table(database_url: str) -> None:
     result = subprocess.run(
         [CLI, "apikey", "list", "--database-url", database_url],
-        capture_output=True, text=True, timeout=60, env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=cli_env(),
     )
     assert result.returncode == 1
     assert "error: Table api_keys does not exist: run `swarm-runtime migrate`" in result.stderr

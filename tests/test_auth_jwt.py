@@ -21,8 +21,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from tests.conftest import AppFiles, LiveServer
 from tests.plugin_app import CLI, JWT_SECRET, cli_env, install, module_server
 
-JWT_VARS = ("RUNTIME_JWT_SECRET", "RUNTIME_JWT_PUBLIC_KEY", "RUNTIME_JWKS_FILE",
-            "RUNTIME_JWT_ISSUER", "RUNTIME_JWT_AUDIENCE", "RUNTIME_JWT_LEEWAY")
+JWT_VARS = (
+    "RUNTIME_JWT_SECRET",
+    "RUNTIME_JWT_PUBLIC_KEY",
+    "RUNTIME_JWKS_FILE",
+    "RUNTIME_JWT_ISSUER",
+    "RUNTIME_JWT_AUDIENCE",
+    "RUNTIME_JWT_LEEWAY",
+)
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +72,11 @@ def jwt_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 def claims(**changes: Any) -> dict[str, Any]:
     now = int(time.time())
     base: dict[str, Any] = {
-        "sub": "user-1", "tenant_id": "acme", "roles": ["operator"], "iat": now, "exp": now + 300,
+        "sub": "user-1",
+        "tenant_id": "acme",
+        "roles": ["operator"],
+        "iat": now,
+        "exp": now + 300,
     }
     base.update(changes)
     return {k: v for k, v in base.items() if v is not None}
@@ -109,8 +119,11 @@ def test_hs256_token_becomes_the_identity(server: LiveServer) -> None:
     status, body = whoami(server, hs256(claims(roles=["operator", "viewer"])))
     assert status == 200, body
     assert body["value"] == {
-        "user_id": "user-1", "tenant_id": "acme", "roles": ["operator", "viewer"],
-        "kind": "user", "key_id": None,
+        "user_id": "user-1",
+        "tenant_id": "acme",
+        "roles": ["operator", "viewer"],
+        "kind": "user",
+        "key_id": None,
     }
 
 
@@ -187,8 +200,9 @@ def test_bad_signature(server: LiveServer) -> None:
     head, payload, _sig = token.split(".")
     tampered = json.loads(base64.urlsafe_b64decode(payload + "=="))
     tampered["roles"] = ["admin"]
-    assert_401(server, f"{head}.{b64(json.dumps(tampered).encode())}.{_sig}",
-               "JWT signature is invalid")
+    assert_401(
+        server, f"{head}.{b64(json.dumps(tampered).encode())}.{_sig}", "JWT signature is invalid"
+    )
 
 
 def test_expired(server: LiveServer) -> None:
@@ -211,16 +225,25 @@ def test_audience_and_issuer(server: LiveServer, jwt_env: pytest.MonkeyPatch) ->
     jwt_env.setenv("RUNTIME_JWT_AUDIENCE", "swarm,swarm-dashboard")
     good = claims(iss="https://auth.example.com", aud="swarm-dashboard")
     assert whoami(server, hs256(good))[0] == 200
-    assert_401(server, hs256({**good, "aud": "billing"}),
-               "JWT audience is not accepted (expected: swarm, swarm-dashboard)")
-    assert_401(server, hs256({**good, "iss": "https://evil.example.com"}),
-               "JWT issuer is not accepted (expected: https://auth.example.com)")
+    assert_401(
+        server,
+        hs256({**good, "aud": "billing"}),
+        "JWT audience is not accepted (expected: swarm, swarm-dashboard)",
+    )
+    assert_401(
+        server,
+        hs256({**good, "iss": "https://evil.example.com"}),
+        "JWT issuer is not accepted (expected: https://auth.example.com)",
+    )
     assert_401(server, hs256(claims(aud="swarm")), "JWT lacks the required claim 'iss'")
 
 
 def test_audience_in_token_but_not_configured(server: LiveServer) -> None:
-    assert_401(server, hs256(claims(aud="swarm")),
-               "JWT audience is not accepted (expected: none (RUNTIME_JWT_AUDIENCE is not set))")
+    assert_401(
+        server,
+        hs256(claims(aud="swarm")),
+        "JWT audience is not accepted (expected: none (RUNTIME_JWT_AUDIENCE is not set))",
+    )
 
 
 def test_malformed_jwt(server: LiveServer) -> None:
@@ -240,9 +263,24 @@ def test_tokens_that_are_not_jwts_are_left_to_other_plugins(server: LiveServer) 
 
 def test_cli_token_is_accepted(server: LiveServer) -> None:
     result = subprocess.run(
-        [CLI, "token", "--user", "ops-1", "--tenant", "acme",
-         "--role", "admin", "--role", "viewer", "--ttl", "15m"],
-        capture_output=True, text=True, timeout=60, env=cli_env(RUNTIME_JWT_SECRET=JWT_SECRET),
+        [
+            CLI,
+            "token",
+            "--user",
+            "ops-1",
+            "--tenant",
+            "acme",
+            "--role",
+            "admin",
+            "--role",
+            "viewer",
+            "--ttl",
+            "15m",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=cli_env(RUNTIME_JWT_SECRET=JWT_SECRET),
     )
     assert result.returncode == 0, result.stderr
     token = result.stdout.strip()
@@ -257,7 +295,11 @@ def test_cli_token_without_secret_is_a_clear_error(tmp_path: Path) -> None:
     env = {k: v for k, v in cli_env().items() if not k.startswith("RUNTIME_JWT")}
     result = subprocess.run(
         [CLI, "token", "--user", "u", "--role", "admin"],
-        capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=tmp_path,
     )
     assert result.returncode == 2
     assert result.stdout == ""
@@ -268,13 +310,33 @@ def test_sign_token_helpers() -> None:
     from runtime.auth.tokens import parse_duration, sign_token
 
     assert [parse_duration(t) for t in ("90", "90s", "15m", "1h", "7d")] == [
-        90, 90, 900, 3600, 604800,
+        90,
+        90,
+        900,
+        3600,
+        604800,
     ]
     with pytest.raises(ValueError, match="invalid duration"):
         parse_duration("1 week")
-    token = sign_token(JWT_SECRET.encode(), user_id="u", tenant_id=None, roles=["viewer"],
-                       ttl_s=60, issuer="iss", audience="aud", now=1_000_000)
-    decoded = jwt.decode(token, JWT_SECRET, algorithms=["HS256"], audience="aud",
-                         options={"verify_exp": False})
-    assert decoded == {"sub": "u", "roles": ["viewer"], "iat": 1_000_000, "nbf": 1_000_000,
-                       "exp": 1_000_060, "iss": "iss", "aud": "aud"}
+    token = sign_token(
+        JWT_SECRET.encode(),
+        user_id="u",
+        tenant_id=None,
+        roles=["viewer"],
+        ttl_s=60,
+        issuer="iss",
+        audience="aud",
+        now=1_000_000,
+    )
+    decoded = jwt.decode(
+        token, JWT_SECRET, algorithms=["HS256"], audience="aud", options={"verify_exp": False}
+    )
+    assert decoded == {
+        "sub": "u",
+        "roles": ["viewer"],
+        "iat": 1_000_000,
+        "nbf": 1_000_000,
+        "exp": 1_000_060,
+        "iss": "iss",
+        "aud": "aud",
+    }

@@ -29,13 +29,15 @@ VECTOR_BODY = b"Hello, World!"
 VECTOR_SIGNATURE = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
 
 
-def github_files(root: Path, modules: dict[str, str] | None = None,
-                 tables: dict[str, Any] | None = None) -> AppFiles:
+def github_files(
+    root: Path, modules: dict[str, str] | None = None, tables: dict[str, Any] | None = None
+) -> AppFiles:
     files = AppFiles(root / "app")
     files.functions.mkdir(parents=True)
     files.plugins.mkdir()
     return install(
-        files, ("github_webhooks",),
+        files,
+        ("github_webhooks",),
         repo_modules=("_ticket_ops",) if modules else ("github", "_ticket_ops"),
         modules=modules,
         functions={"github.on_event": repo_function_entry("github.on_event")},
@@ -43,7 +45,7 @@ def github_files(root: Path, modules: dict[str, str] | None = None,
     )
 
 
-RECORDER = '''
+RECORDER = """
 from runtime import hookimpl
 
 DELIVERED = []
@@ -52,7 +54,7 @@ DELIVERED = []
 @hookimpl
 def webhook_delivered(provider, outcome, status, duration_s):
     DELIVERED.append((provider, outcome, status))
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -81,11 +83,20 @@ def sign(body: bytes, secret: str | bytes = SECRET) -> str:
 
 
 def deliver(
-    server: LiveServer, event: str, body: bytes, *, delivery: str | None = None,
-    signature: str | None = "sign", content_type: str = "application/json",
+    server: LiveServer,
+    event: str,
+    body: bytes,
+    *,
+    delivery: str | None = None,
+    signature: str | None = "sign",
+    content_type: str = "application/json",
 ) -> httpx.Response:
-    headers = {"x-github-event": event, "x-github-delivery": delivery or str(uuid.uuid4()),
-               "content-type": content_type, "user-agent": "GitHub-Hookshot/test"}
+    headers = {
+        "x-github-event": event,
+        "x-github-delivery": delivery or str(uuid.uuid4()),
+        "content-type": content_type,
+        "user-agent": "GitHub-Hookshot/test",
+    }
     if signature == "sign":
         headers["x-hub-signature-256"] = sign(body)
     elif signature is not None:
@@ -95,9 +106,11 @@ def deliver(
 
 
 def deliveries(server: LiveServer, delivery: str) -> list[tuple[Any, ...]]:
-    return sql(server.runtime.database_url,
-               "SELECT event, action, outcome FROM github_deliveries WHERE delivery_id = %s",
-               delivery)
+    return sql(
+        server.runtime.database_url,
+        "SELECT event, action, outcome FROM github_deliveries WHERE delivery_id = %s",
+        delivery,
+    )
 
 
 # -- signatures ------------------------------------------------------------------------------
@@ -133,8 +146,9 @@ def test_missing_or_wrong_signature_is_401_and_nothing_runs(
     delivery = str(uuid.uuid4())
     response = deliver(server, "issues", body, delivery=delivery, signature=signature)
     assert response.status_code == 401
-    assert response.json() == {"error": {"code": "unauthenticated",
-                                         "message": "Missing or invalid X-Hub-Signature-256"}}
+    assert response.json() == {
+        "error": {"code": "unauthenticated", "message": "Missing or invalid X-Hub-Signature-256"}
+    }
     assert deliveries(server, delivery) == []
 
 
@@ -192,7 +206,8 @@ def test_redelivery_is_a_duplicate_with_one_row(server: LiveServer) -> None:
     second = deliver(server, "pull_request", body, delivery=delivery)
     assert first.status_code == 202 and first.json()["status"] == "ignored"
     assert (second.status_code, second.json()) == (
-        200, {"status": "duplicate", "delivery_id": delivery},
+        200,
+        {"status": "duplicate", "delivery_id": delivery},
     )
     assert deliveries(server, delivery) == [("pull_request", "closed", "ignored")]
 
@@ -209,9 +224,15 @@ def test_body_over_the_limit_is_413(server: LiveServer) -> None:
             yield b"x" * (LIMIT // 8)
 
     with server.client() as client:
-        streamed = client.post("/webhooks/github", content=chunks(), headers={
-            "x-github-event": "issues", "x-github-delivery": delivery,
-            "x-hub-signature-256": sign(b"")})
+        streamed = client.post(
+            "/webhooks/github",
+            content=chunks(),
+            headers={
+                "x-github-event": "issues",
+                "x-github-delivery": delivery,
+                "x-hub-signature-256": sign(b""),
+            },
+        )
     assert streamed.status_code == 413
     assert deliveries(server, delivery) == []
 
@@ -220,8 +241,9 @@ def test_form_encoded_payload(server: LiveServer) -> None:
     payload = fixture("issues.opened").decode()
     body = httpx.QueryParams({"payload": payload}).__str__().encode()
     delivery = str(uuid.uuid4())
-    response = deliver(server, "issues", body, delivery=delivery,
-                       content_type="application/x-www-form-urlencoded")
+    response = deliver(
+        server, "issues", body, delivery=delivery, content_type="application/x-www-form-urlencoded"
+    )
     assert response.status_code == 202, response.text
     assert deliveries(server, delivery) == [("issues", "opened", "ignored")]
 
@@ -229,13 +251,16 @@ def test_form_encoded_payload(server: LiveServer) -> None:
 def test_bad_requests(server: LiveServer) -> None:
     bad_json = deliver(server, "issues", b"{not json")
     assert bad_json.status_code == 400
-    assert bad_json.json()["error"] == {"code": "invalid_json",
-                                        "message": "The webhook payload is not valid JSON"}
+    assert bad_json.json()["error"] == {
+        "code": "invalid_json",
+        "message": "The webhook payload is not valid JSON",
+    }
     assert deliver(server, "issues", b"[1, 2]").status_code == 400
     with server.client() as client:
         body = fixture("push")
-        missing = client.post("/webhooks/github", content=body,
-                              headers={"x-hub-signature-256": sign(body)})
+        missing = client.post(
+            "/webhooks/github", content=body, headers={"x-hub-signature-256": sign(body)}
+        )
     assert missing.status_code == 400
     assert "X-GitHub-Event and X-GitHub-Delivery" in missing.json()["error"]["message"]
 
@@ -251,14 +276,19 @@ def test_every_delivery_is_reported_to_webhook_delivered(server: LiveServer) -> 
     deliver(server, "issues", body, signature=None)
     deliver(server, "issues", b"{not json")
     assert delivered == [
-        ("github", "processed", 200), ("github", "ignored", 202), ("github", "duplicate", 200),
-        ("github", "rejected", 401), ("github", "invalid", 400),
+        ("github", "processed", 200),
+        ("github", "ignored", 202),
+        ("github", "duplicate", 200),
+        ("github", "rejected", 401),
+        ("github", "invalid", 400),
     ]
 
 
 # -- the effect and its record commit together -------------------------------------------------
 
-HANDLED = (REPO / "app_functions" / "github.py").read_text() + '''
+HANDLED = (
+    (REPO / "app_functions" / "github.py").read_text()
+    + '''
 
 async def handle_event(ctx, event, action, payload):
     """Test handler: an `issues` event writes an effect row; `fail` in the title aborts."""
@@ -272,13 +302,15 @@ async def handle_event(ctx, event, action, payload):
 
 from runtime import UserError  # noqa: E402
 '''
+)
 EFFECTS = {"type": "object", "properties": {"note": {"type": "string"}}, "required": ["note"]}
 
 
 @pytest.fixture
 def handled(tmp_path: Path, serve: Callable[..., LiveServer]) -> LiveServer:
-    files = github_files(tmp_path, modules={"github": HANDLED},
-                         tables={**repo_tables(), "effects": EFFECTS})
+    files = github_files(
+        tmp_path, modules={"github": HANDLED}, tables={**repo_tables(), "effects": EFFECTS}
+    )
     return serve(files)
 
 
@@ -295,8 +327,10 @@ def issue(title: str) -> bytes:
 def test_processed_delivery_has_one_effect_even_when_redelivered(handled: LiveServer) -> None:
     delivery = str(uuid.uuid4())
     first = deliver(handled, "issues", issue("one"), delivery=delivery)
-    assert (first.status_code, first.json()) == (200, {"status": "processed",
-                                                        "delivery_id": delivery})
+    assert (first.status_code, first.json()) == (
+        200,
+        {"status": "processed", "delivery_id": delivery},
+    )
     second = deliver(handled, "issues", issue("one"), delivery=delivery)
     assert second.json()["status"] == "duplicate"
     assert effects(handled) == [("one",)]
@@ -308,8 +342,9 @@ def test_concurrent_copies_of_a_delivery_have_one_effect(handled: LiveServer) ->
     statuses: list[str] = []
 
     def send() -> None:
-        statuses.append(deliver(handled, "issues", issue("race"), delivery=delivery)
-                        .json()["status"])
+        statuses.append(
+            deliver(handled, "issues", issue("race"), delivery=delivery).json()["status"]
+        )
 
     threads = [threading.Thread(target=send) for _ in range(4)]
     for thread in threads:

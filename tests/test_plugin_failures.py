@@ -17,7 +17,7 @@ from runtime.plugins import make_plugin_manager
 from tests.conftest import AppFiles, LiveServer, free_port
 from tests.plugin_app import CLI, PROBE, PROBE_FUNCTIONS, cli_env
 
-BROKEN_IMPORT = '''
+BROKEN_IMPORT = """
 from runtime import hookimpl
 
 
@@ -26,9 +26,9 @@ def _configure():
 
 
 _configure()
-'''
+"""
 
-RAISES_IN_HOOKS = '''
+RAISES_IN_HOOKS = """
 from runtime import Identity, hookimpl
 
 
@@ -47,25 +47,25 @@ async def authorize(identity, function, runtime):
     if identity.user_id == "crash":
         raise ZeroDivisionError("plugin bug in authorize")
     return None
-'''
+"""
 
-RAISES_AT_STARTUP = '''
+RAISES_AT_STARTUP = """
 from runtime import hookimpl
 
 
 @hookimpl
 async def startup(runtime):
     raise ConnectionError("cannot reach the secrets vault")
-'''
+"""
 
-UNKNOWN_HOOK = '''
+UNKNOWN_HOOK = """
 from runtime import hookimpl
 
 
 @hookimpl
 def authentikate(request):
     return None
-'''
+"""
 
 
 def app(files: AppFiles, **plugins: str) -> AppFiles:
@@ -78,10 +78,26 @@ def app(files: AppFiles, **plugins: str) -> AppFiles:
 
 def serve_cli(files: AppFiles, database_url: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [CLI, "serve", "--functions", str(files.functions), "--schema", str(files.schema_path),
-         "--plugins", str(files.plugins), "--data", str(files.root / ".runtime"),
-         "--database-url", database_url, "--port", str(free_port())],
-        capture_output=True, text=True, timeout=60, env=cli_env(RUNTIME_LOG_FORMAT="text"),
+        [
+            CLI,
+            "serve",
+            "--functions",
+            str(files.functions),
+            "--schema",
+            str(files.schema_path),
+            "--plugins",
+            str(files.plugins),
+            "--data",
+            str(files.root / ".runtime"),
+            "--database-url",
+            database_url,
+            "--port",
+            str(free_port()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=cli_env(RUNTIME_LOG_FORMAT="text"),
     )
 
 
@@ -140,10 +156,12 @@ def test_hook_failure_is_a_500_for_that_call_only(
     caplog.set_level(logging.ERROR, logger="runtime.http")
     with server.client() as client:
         boom = client.post("/fn/probe.whoami", json={}, headers={"authorization": "Bearer boom"})
-        crash = client.post("/fn/probe.whoami", json={},
-                            headers={"authorization": "Bearer user:crash"})
-        fine = client.post("/fn/probe.whoami", json={},
-                           headers={"authorization": "Bearer user:alice"})
+        crash = client.post(
+            "/fn/probe.whoami", json={}, headers={"authorization": "Bearer user:crash"}
+        )
+        fine = client.post(
+            "/fn/probe.whoami", json={}, headers={"authorization": "Bearer user:alice"}
+        )
     for response in (boom, crash):
         assert response.status_code == 500
         assert response.json() == {"error": {"code": "internal", "message": "Internal error."}}
@@ -151,8 +169,7 @@ def test_hook_failure_is_a_500_for_that_call_only(
     assert fine.status_code == 200
     assert fine.json()["value"]["user_id"] == "alice"
     messages = [r.getMessage() for r in caplog.records]
-    assert ("call probe.whoami: plugin 'plugins/flaky.py' failed in hook 'authenticate'"
-            in messages)
+    assert "call probe.whoami: plugin 'plugins/flaky.py' failed in hook 'authenticate'" in messages
     assert "call probe.whoami: plugin 'plugins/flaky.py' failed in hook 'authorize'" in messages
     causes = [r.exc_info[1] for r in caplog.records if r.exc_info]
     assert any(isinstance(c, KeyError) for c in causes)

@@ -19,21 +19,25 @@ from tests.conftest import AppFiles, LiveServer
 from tests.plugin_app import JWT_SECRET, install, module_server, sql
 
 PLUGINS = ("auth_jwt", "auth_apikey", "rbac")
-EXTRA = '''
+EXTRA = """
 from runtime import query
 
 
 @query(permission="reports:read")
 async def report(ctx):
     return "report"
-'''
+"""
 EXTRA_FUNCTIONS = {"extra.report": {"args": {"type": "object"}}}
 
 
 @pytest.fixture(autouse=True)
 def jwt_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("RUNTIME_JWT_PUBLIC_KEY", "RUNTIME_JWKS_FILE", "RUNTIME_JWT_ISSUER",
-                 "RUNTIME_JWT_AUDIENCE"):
+    for name in (
+        "RUNTIME_JWT_PUBLIC_KEY",
+        "RUNTIME_JWKS_FILE",
+        "RUNTIME_JWT_ISSUER",
+        "RUNTIME_JWT_AUDIENCE",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("RUNTIME_JWT_SECRET", JWT_SECRET)
 
@@ -55,8 +59,9 @@ def server(
 
 
 def token(*roles: str, sub: str = "user-1") -> str:
-    return sign_token(JWT_SECRET.encode(), user_id=sub, tenant_id="acme", roles=list(roles),
-                      ttl_s=300)
+    return sign_token(
+        JWT_SECRET.encode(), user_id=sub, tenant_id="acme", roles=list(roles), ttl_s=300
+    )
 
 
 def call(server: LiveServer, name: str, bearer: str) -> tuple[int, Any]:
@@ -100,18 +105,36 @@ WHERE rp.role_id = r._id AND rp.permission_id = p._id AND r.name = %s AND p.name
 def test_roles_and_permissions_are_seeded(server: LiveServer) -> None:
     url = server.runtime.database_url
     assert sql(url, "SELECT name, level FROM roles ORDER BY level DESC") == [
-        ("admin", 100), ("operator", 50), ("agent", 20), ("viewer", 10),
+        ("admin", 100),
+        ("operator", 50),
+        ("agent", 20),
+        ("viewer", 10),
     ]
     names = {row[0] for row in sql(url, "SELECT name FROM permissions")}
-    for name in ("*", "tickets:create", "tickets:read", "tickets:claim", "tickets:update",
-                 "tickets:complete", "projects:read", "hitl:read", "secrets:read",
-                 "secrets:write", "vms:read", "users:admin"):
+    for name in (
+        "*",
+        "tickets:create",
+        "tickets:read",
+        "tickets:claim",
+        "tickets:update",
+        "tickets:complete",
+        "projects:read",
+        "hitl:read",
+        "secrets:read",
+        "secrets:write",
+        "vms:read",
+        "users:admin",
+    ):
         assert name in names
     # Permissions declared by loaded functions are added too, with their category.
-    assert sql(url, "SELECT category, description FROM permissions WHERE name = 'reports:read'") \
-        == [("reports", "Declared by a function")]
-    grants = sql(url, """SELECT p.name FROM role_permissions rp JOIN roles r ON r._id = rp.role_id
-                         JOIN permissions p ON p._id = rp.permission_id WHERE r.name = 'admin'""")
+    assert sql(
+        url, "SELECT category, description FROM permissions WHERE name = 'reports:read'"
+    ) == [("reports", "Declared by a function")]
+    grants = sql(
+        url,
+        """SELECT p.name FROM role_permissions rp JOIN roles r ON r._id = rp.role_id
+                         JOIN permissions p ON p._id = rp.permission_id WHERE r.name = 'admin'""",
+    )
     assert grants == [("*",)]
 
 
@@ -134,8 +157,12 @@ def test_seed_is_idempotent_keeps_removed_grants_removed_and_survives_a_concurre
     restarted = serve(files)
     assert sql(database_url, "SELECT count(*) FROM roles") == [(4,)]
     assert sql(database_url, count) == [(grants - 1,)]  # the operator's removal stands
-    assert_403(restarted, "probe.claim", token("agent"),
-               "Missing permission 'tickets:claim' for probe.claim (roles: agent)")
+    assert_403(
+        restarted,
+        "probe.claim",
+        token("agent"),
+        "Missing permission 'tickets:claim' for probe.claim (roles: agent)",
+    )
     triggers = "SELECT count(*) FROM pg_trigger WHERE tgname = 'swarm_rbac_notify'"
     assert sql(database_url, triggers) == [(4,)]
 
@@ -144,14 +171,30 @@ def test_seed_is_idempotent_keeps_removed_grants_removed_and_survives_a_concurre
 
 
 def test_missing_permission_is_403_naming_it(server: LiveServer) -> None:
-    assert_403(server, "probe.claim", token("viewer"),
-               "Missing permission 'tickets:claim' for probe.claim (roles: viewer)")
-    assert_403(server, "probe.admin_only", token("operator", "agent"),
-               "Missing permission 'users:admin' for probe.admin_only (roles: operator, agent)")
-    assert_403(server, "probe.claim", token(),
-               "Missing permission 'tickets:claim' for probe.claim (roles: none)")
-    assert_403(server, "probe.claim", token("no-such-role"),
-               "Missing permission 'tickets:claim' for probe.claim (roles: no-such-role)")
+    assert_403(
+        server,
+        "probe.claim",
+        token("viewer"),
+        "Missing permission 'tickets:claim' for probe.claim (roles: viewer)",
+    )
+    assert_403(
+        server,
+        "probe.admin_only",
+        token("operator", "agent"),
+        "Missing permission 'users:admin' for probe.admin_only (roles: operator, agent)",
+    )
+    assert_403(
+        server,
+        "probe.claim",
+        token(),
+        "Missing permission 'tickets:claim' for probe.claim (roles: none)",
+    )
+    assert_403(
+        server,
+        "probe.claim",
+        token("no-such-role"),
+        "Missing permission 'tickets:claim' for probe.claim (roles: no-such-role)",
+    )
 
 
 def test_granted_directly_and_by_wildcards(server: LiveServer) -> None:
@@ -172,25 +215,41 @@ def test_api_key_role_is_checked(server: LiveServer) -> None:
         agent = create_key(conn, tenant_id="acme", role="agent", name="vm-1").token
         viewer = create_key(conn, tenant_id="acme", role="viewer", name="dash").token
     assert call(server, "probe.claim", agent)[0] == 200
-    assert_403(server, "probe.claim", viewer,
-               "Missing permission 'tickets:claim' for probe.claim (roles: viewer)")
+    assert_403(
+        server,
+        "probe.claim",
+        viewer,
+        "Missing permission 'tickets:claim' for probe.claim (roles: viewer)",
+    )
 
 
 def test_users_row_wins_over_token_roles_and_deactivation_refuses(server: LiveServer) -> None:
     user_id = str(uuid.uuid4())
-    change(server, "INSERT INTO users (_id, tenant_id, email, role, active) "
-           "VALUES (%s, 'acme', %s, 'viewer', true)", user_id, f"{user_id}@example.com")
+    change(
+        server,
+        "INSERT INTO users (_id, tenant_id, email, role, active) "
+        "VALUES (%s, 'acme', %s, 'viewer', true)",
+        user_id,
+        f"{user_id}@example.com",
+    )
     admin_token = token("admin", sub=user_id)
-    assert_403(server, "probe.claim", admin_token,
-               "Missing permission 'tickets:claim' for probe.claim (roles: viewer)")
+    assert_403(
+        server,
+        "probe.claim",
+        admin_token,
+        "Missing permission 'tickets:claim' for probe.claim (roles: viewer)",
+    )
     change(server, "UPDATE users SET role = 'agent' WHERE _id = %s", user_id)
     assert call(server, "probe.claim", admin_token)[0] == 200
     change(server, "UPDATE users SET active = false WHERE _id = %s", user_id)
     assert_403(server, "probe.whoami", admin_token, f"User {user_id} is deactivated")
     # A login stamp does not touch access columns: no invalidation, no notification.
     generation = rbac_state(server).generation
-    sql(server.runtime.database_url, "UPDATE users SET last_login_at = now() WHERE _id = %s",
-        user_id)
+    sql(
+        server.runtime.database_url,
+        "UPDATE users SET last_login_at = now() WHERE _id = %s",
+        user_id,
+    )
     time.sleep(0.05)
     assert rbac_state(server).generation == generation
 
@@ -210,13 +269,21 @@ def test_hot_path_makes_no_database_round_trip(server: LiveServer) -> None:
 
 def test_a_change_to_role_permissions_takes_effect_on_the_next_call(server: LiveServer) -> None:
     viewer = token("viewer")
-    assert_403(server, "probe.claim", viewer,
-               "Missing permission 'tickets:claim' for probe.claim (roles: viewer)")
+    assert_403(
+        server,
+        "probe.claim",
+        viewer,
+        "Missing permission 'tickets:claim' for probe.claim (roles: viewer)",
+    )
     granted_after = change(server, GRANT, "viewer", "tickets:claim")
     assert call(server, "probe.claim", viewer)[0] == 200
     revoked_after = change(server, REVOKE, "viewer", "tickets:claim")
-    assert_403(server, "probe.claim", viewer,
-               "Missing permission 'tickets:claim' for probe.claim (roles: viewer)")
+    assert_403(
+        server,
+        "probe.claim",
+        viewer,
+        "Missing permission 'tickets:claim' for probe.claim (roles: viewer)",
+    )
     assert granted_after < 1.0 and revoked_after < 1.0  # measured: ~1 ms
 
 
@@ -231,8 +298,11 @@ def test_without_listen_connection_every_check_reads_the_tables(server: LiveServ
     state = rbac_state(server)
     url = server.runtime.database_url
     before = state.generation
-    terminated = sql(url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
-                     "application_name = 'swarm-runtime-rbac' AND datname = current_database()")
+    terminated = sql(
+        url,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+        "application_name = 'swarm-runtime-rbac' AND datname = current_database()",
+    )
     assert terminated == [(True,)]
     deadline = time.monotonic() + 10
     # +1 when the loss is noticed, +1 when LISTEN is back: the cache restarts empty.

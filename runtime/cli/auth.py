@@ -23,8 +23,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     token.add_argument("--user", required=True, help="the `sub` claim (user id)")
     token.add_argument("--tenant", help="the `tenant_id` claim")
-    token.add_argument("--role", action="append", required=True, dest="roles",
-                       help="a role (repeat for several): admin, operator, viewer, agent")
+    token.add_argument(
+        "--role",
+        action="append",
+        required=True,
+        dest="roles",
+        help="a role (repeat for several): admin, operator, viewer, agent",
+    )
     token.add_argument("--ttl", default="1h", help="lifetime: 900, 15m, 1h, 7d (default 1h)")
     token.set_defaults(handler=run_token)
 
@@ -43,8 +48,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     revoke.add_argument("key_id", help="the key id (the part after swk_), as `apikey list` shows")
     revoke.set_defaults(handler=run_revoke)
     for parser in (create, listing, revoke):
-        parser.add_argument("--data", type=Path,
-                            help="local state and embedded cluster (RUNTIME_DATA, ./.runtime)")
+        parser.add_argument(
+            "--data", type=Path, help="local state and embedded cluster (RUNTIME_DATA, ./.runtime)"
+        )
         add_database_option(parser)
 
 
@@ -81,14 +87,20 @@ def run_create(args: argparse.Namespace) -> int:
         with _connect(args) as conn:
             roles = known_roles(conn)
             if roles is not None and args.role not in roles:
-                print(f"warning: role {args.role!r} is not in table roles ({', '.join(roles)}); "
-                      "calls that need a permission will be refused", file=sys.stderr)
+                print(
+                    f"warning: role {args.role!r} is not in table roles ({', '.join(roles)}); "
+                    "calls that need a permission will be refused",
+                    file=sys.stderr,
+                )
             key = create_key(conn, tenant_id=args.tenant, role=args.role, name=args.name)
     except (MissingTable, psycopg.Error) as exc:
         return _error(str(exc))
     print(key.token)
-    print(f"created API key {key.key_id} ({args.name}, tenant {args.tenant}, role {args.role}); "
-          "store it now, it is not shown again", file=sys.stderr)
+    print(
+        f"created API key {key.key_id} ({args.name}, tenant {args.tenant}, role {args.role}); "
+        "store it now, it is not shown again",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -102,8 +114,15 @@ def run_list(args: argparse.Namespace) -> int:
         return _error(str(exc))
     columns = ("key_id", "tenant", "role", "name", "created", "last used", "revoked")
     rows = [
-        (k.key_id, k.tenant_id, k.role, k.name, _time(k.created_at), _time(k.last_used_at),
-         _time(k.revoked_at))
+        (
+            k.key_id,
+            k.tenant_id,
+            k.role,
+            k.name,
+            _time(k.created_at),
+            _time(k.last_used_at),
+            _time(k.revoked_at),
+        )
         for k in keys
     ]
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]

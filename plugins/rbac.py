@@ -38,8 +38,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from psycopg_pool import PoolTimeout
 
-from runtime import Forbidden, Identity, hookimpl
+from runtime import Forbidden, Identity, Unavailable, hookimpl
 
 log = logging.getLogger("plugins.rbac")
 
@@ -247,9 +248,14 @@ async def _listen(state: RbacState) -> None:
 
 
 async def _fetch(runtime: Any, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-    async with runtime.pool.connection(timeout=runtime.settings.pool_timeout_s) as conn:
-        cur = await conn.execute(query, params)
-        return await cur.fetchall()
+    try:
+        async with runtime.pool.connection(timeout=runtime.settings.pool_timeout_s) as conn:
+            cur = await conn.execute(query, params)
+            return await cur.fetchall()
+    except PoolTimeout:
+        raise Unavailable("No database connection became free to check permissions") from None
+    except psycopg.OperationalError:
+        raise Unavailable("The database is unavailable to check permissions") from None
 
 
 async def permissions_of(runtime: Any, roles: tuple[str, ...]) -> frozenset[str]:

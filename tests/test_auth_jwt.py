@@ -258,6 +258,26 @@ def test_tokens_that_are_not_jwts_are_left_to_other_plugins(server: LiveServer) 
         assert client.post("/fn/probe.ping", json={}).json() == {"value": "pong"}
 
 
+def test_bad_configuration_names_the_variable(
+    server: LiveServer, tmp_path: Path, jwt_env: pytest.MonkeyPatch
+) -> None:
+    """`startup` calls config(), so these stop start-up naming the variable."""
+    plugin = server.runtime.plugins.get_plugin("plugins/auth_jwt.py")
+    jwt_env.setenv("RUNTIME_JWT_SECRET", "short")
+    with pytest.raises(plugin.JWTConfigError, match="RUNTIME_JWT_SECRET is 5 bytes; HS256 needs"):
+        plugin.config()
+    jwt_env.setenv("RUNTIME_JWT_SECRET", JWT_SECRET)
+    (tmp_path / "bad.pem").write_text("not a key")
+    jwt_env.setenv("RUNTIME_JWT_PUBLIC_KEY", str(tmp_path / "bad.pem"))
+    with pytest.raises(plugin.JWTConfigError, match=r"RUNTIME_JWT_PUBLIC_KEY=.*bad.pem: not a PEM"):
+        plugin.config()
+    jwt_env.delenv("RUNTIME_JWT_PUBLIC_KEY")
+    (tmp_path / "oct.json").write_text(json.dumps({"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}))
+    jwt_env.setenv("RUNTIME_JWKS_FILE", str(tmp_path / "oct.json"))
+    with pytest.raises(plugin.JWTConfigError, match="symmetric \\(oct\\) keys are not accepted"):
+        plugin.config()
+
+
 # -- swarm-runtime token ----------------------------------------------------------------
 
 

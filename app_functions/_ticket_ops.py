@@ -207,11 +207,16 @@ async def unblock_dependents(ctx: Any, ticket: dict[str, Any]) -> list[str]:
     Found through the GIN index on `depends_on` (`tickets__by_depends_on`), not by scanning
     the blocked tickets.
     """
+    # MATERIALIZED: the dependents are found by `depends_on` alone (the GIN index), never by
+    # the (tenant, state) index, which would read every blocked ticket of the tenant.
     rows = await ctx.sql(
         """
-        SELECT t._id FROM tickets t
-        WHERE t.depends_on @> ARRAY[%s]::uuid[]
-          AND t.state = 'blocked'
+        WITH dependents AS MATERIALIZED (
+          SELECT _id, tenant_id, state, depends_on, _creation_time FROM tickets
+          WHERE depends_on @> ARRAY[%s]::uuid[]
+        )
+        SELECT t._id FROM dependents t
+        WHERE t.state = 'blocked'
           AND t.tenant_id = %s
           AND NOT EXISTS (
             SELECT 1 FROM tickets d

@@ -220,10 +220,14 @@ async def claim_next(
 ) -> dict[str, Any] | None:
     """Claim the caller tenant's most urgent pending ticket (priority, then age), or null.
 
-    `FOR UPDATE SKIP LOCKED` makes concurrent claimers pass over a row another transaction
-    is claiming instead of all reading the same "first pending" row; the remaining
-    serialization failures are retried, and on a retry the call queues behind the other
-    claimers (hot key = the queue: `project_id`, or the whole tenant when null).
+    Concurrent claimers all want "the first pending row". `FOR UPDATE SKIP LOCKED` passes
+    over rows other transactions are claiming right now, but under SERIALIZABLE that is not
+    enough: a row claimed and committed after this snapshot still raises 40001, and SSI sees
+    the claimers' reads of the queue as conflicting. Measured (1,000 claims, 10-32 in flight,
+    no HTTP): keyed per VM, 0.8-1.3 retries per claim and some calls exhausting retries;
+    keyed on `project_id` (null for all: one queue), the first conflict makes the key hot and
+    later claimers wait on its advisory lock before BEGIN: 2-6 retries in 1,000, none
+    exhausted, ~450-570 claims/s. So the hot key is the queue, not the VM.
     """
     tenant = ops.require_tenant(ctx)
     project_sql, params = "", [tenant]

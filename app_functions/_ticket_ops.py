@@ -21,8 +21,15 @@ from typing import Any
 from runtime import UserError
 
 STATES = (
-    "draft", "pending", "claimed", "in_progress", "review",
-    "completed", "failed", "blocked", "hold",
+    "draft",
+    "pending",
+    "claimed",
+    "in_progress",
+    "review",
+    "completed",
+    "failed",
+    "blocked",
+    "hold",
 )
 
 # from-state -> the states a ticket may move to. `claimed` is reached only through
@@ -164,14 +171,18 @@ async def claim_ticket(
     """Lease a pending ticket to `vm_id` for LEASE."""
     if ticket["state"] != "pending":
         raise UserError("conflict", f"Cannot claim ticket in state: {ticket['state']}")
-    return await update(ctx, ticket, {
-        "state": "claimed",
-        "vm_id": vm_id,
-        "assignee_type": assignee_type,
-        "assignee_id": caller_id(ctx),
-        "progress": 0,
-        **lease_fields(ctx),
-    })
+    return await update(
+        ctx,
+        ticket,
+        {
+            "state": "claimed",
+            "vm_id": vm_id,
+            "assignee_type": assignee_type,
+            "assignee_id": caller_id(ctx),
+            "progress": 0,
+            **lease_fields(ctx),
+        },
+    )
 
 
 async def complete_ticket(

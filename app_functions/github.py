@@ -25,9 +25,11 @@ async def on_event(
     Returns `{"status": "processed" | "ignored" | "duplicate", "delivery_id": ...}` (plus
     `ticket_id` when a ticket changed); the plugin answers 200, 202 and 200 respectively.
     """
-    seen = await ctx.db.query("github_deliveries").with_index(
-        "by_delivery_id", delivery_id=delivery_id
-    ).first()
+    seen = (
+        await ctx.db.query("github_deliveries")
+        .with_index("by_delivery_id", delivery_id=delivery_id)
+        .first()
+    )
     if seen is not None:
         return {"status": "duplicate", "delivery_id": delivery_id}
     outcome, ticket_id = await handle_event(ctx, event, action, payload)
@@ -65,9 +67,7 @@ async def pull_request_closed(ctx: Any, pr: dict[str, Any]) -> tuple[str, str | 
     url = pr.get("html_url")
     if not isinstance(url, str) or not url:
         return "ignored", None
-    ticket = await (
-        ctx.db.query("tickets").with_index("by_pr_url", pr_url=url).order("desc").first()
-    )
+    ticket = await ctx.db.query("tickets").with_index("by_pr_url", pr_url=url).order("desc").first()
     if ticket is None:
         return "ignored", None
     if pr.get("merged") is True:

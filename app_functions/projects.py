@@ -31,16 +31,19 @@ async def create(
 ) -> dict[str, Any]:
     """A new project of the caller's tenant (state draft unless `state` is active)."""
     tenant = ops.require_tenant(ctx)
-    project_id = await ctx.db.insert("projects", {
-        "tenant_id": tenant,
-        "name": name,
-        "description": description,
-        "repo_url": repo_url,
-        "settings": settings if settings is not None else {},
-        "state": state,
-        "created_by": ops.caller_id(ctx),
-        "updated_at": ctx.now,
-    })
+    project_id = await ctx.db.insert(
+        "projects",
+        {
+            "tenant_id": tenant,
+            "name": name,
+            "description": description,
+            "repo_url": repo_url,
+            "settings": settings if settings is not None else {},
+            "state": state,
+            "created_by": ops.caller_id(ctx),
+            "updated_at": ctx.now,
+        },
+    )
     return await ctx.db.get("projects", project_id)  # type: ignore[no-any-return]
 
 
@@ -86,7 +89,10 @@ async def update(
     fields: dict[str, Any] = {
         k: v
         for k, v in {
-            "name": name, "description": description, "repo_url": repo_url, "settings": settings,
+            "name": name,
+            "description": description,
+            "repo_url": repo_url,
+            "settings": settings,
         }.items()
         if v is not None
     }

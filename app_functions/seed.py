@@ -27,11 +27,22 @@ PROJECTS = (
 )
 VERBS = ("Add", "Fix", "Refactor", "Document", "Test", "Speed up", "Migrate", "Harden")
 TOPICS = (
-    "rate limiting on the public API", "retry logic in the webhook consumer",
-    "pagination of the ticket list", "login form validation", "the CSV export",
-    "database connection pooling", "error messages of the CLI", "the settings page",
-    "flaky integration tests", "the metrics endpoint", "audit logging", "the search index",
-    "dark mode", "the onboarding flow", "timezone handling in reports", "S3 upload retries",
+    "rate limiting on the public API",
+    "retry logic in the webhook consumer",
+    "pagination of the ticket list",
+    "login form validation",
+    "the CSV export",
+    "database connection pooling",
+    "error messages of the CLI",
+    "the settings page",
+    "flaky integration tests",
+    "the metrics endpoint",
+    "audit logging",
+    "the search index",
+    "dark mode",
+    "the onboarding flow",
+    "timezone handling in reports",
+    "S3 upload retries",
 )
 ERRORS = (
     "Tests failed: 3 of 214 (test_export_unicode, ...)",
@@ -40,8 +51,14 @@ ERRORS = (
 )
 # Weights of the states a ticket may take when all its dependencies are completed.
 READY_STATES = (
-    ("completed", 30), ("pending", 26), ("in_progress", 8), ("claimed", 4), ("review", 8),
-    ("failed", 4), ("draft", 10), ("hold", 4),
+    ("completed", 30),
+    ("pending", 26),
+    ("in_progress", 8),
+    ("claimed", 4),
+    ("review", 8),
+    ("failed", 4),
+    ("draft", 10),
+    ("hold", 4),
 )
 UNREADY_STATES = (("blocked", 80), ("draft", 15), ("hold", 5))
 
@@ -59,7 +76,8 @@ async def demo(
     for tenant in tenants or DEFAULT_TENANTS:
         seeded = await ctx.sql(
             "SELECT 1 FROM projects WHERE tenant_id = %s AND created_by = %s LIMIT 1",
-            tenant, SEED_MARK,
+            tenant,
+            SEED_MARK,
         )
         if seeded:
             report[tenant] = {"created": False, "reason": "already seeded"}
@@ -78,11 +96,19 @@ async def _seed_tenant(ctx: Any, tenant: str, per_project: int) -> dict[str, Any
     pr_counter = 100
     for name, description, state in PROJECTS:
         repo = f"https://github.com/{tenant}/{name}"
-        project_id = await ctx.db.insert("projects", {
-            "tenant_id": tenant, "name": name, "description": description, "state": state,
-            "repo_url": repo, "settings": {"default_branch": "main", "max_parallel_agents": 4},
-            "created_by": SEED_MARK, "updated_at": ctx.now,
-        })
+        project_id = await ctx.db.insert(
+            "projects",
+            {
+                "tenant_id": tenant,
+                "name": name,
+                "description": description,
+                "state": state,
+                "repo_url": repo,
+                "settings": {"default_branch": "main", "max_parallel_agents": 4},
+                "created_by": SEED_MARK,
+                "updated_at": ctx.now,
+            },
+        )
         projects.append(name)
         tickets: list[tuple[str, str]] = []  # (id, state) in creation order
         epics: list[str] = []
@@ -115,26 +141,34 @@ async def _seed_tenant(ctx: Any, tenant: str, per_project: int) -> dict[str, Any
             }
             if state in ("claimed", "in_progress"):
                 vm_counter += 1
-                doc.update({
-                    "assignee_type": "agent", "assignee_id": agent,
-                    "vm_id": f"vm-{tenant}-{vm_counter:03d}",
-                    "lease_expires_at": ctx.now + timedelta(minutes=rng.randint(5, 30)),
-                    "heartbeat_at": ctx.now - timedelta(seconds=rng.randint(5, 120)),
-                    "progress": 0 if state == "claimed" else rng.randint(5, 95),
-                })
+                doc.update(
+                    {
+                        "assignee_type": "agent",
+                        "assignee_id": agent,
+                        "vm_id": f"vm-{tenant}-{vm_counter:03d}",
+                        "lease_expires_at": ctx.now + timedelta(minutes=rng.randint(5, 30)),
+                        "heartbeat_at": ctx.now - timedelta(seconds=rng.randint(5, 120)),
+                        "progress": 0 if state == "claimed" else rng.randint(5, 95),
+                    }
+                )
                 if state == "in_progress":
                     doc["progress_message"] = rng.choice(
                         ("Running tests", "Writing code", "Reading the codebase", "Opening PR")
                     )
             if state in ("review", "completed"):
                 pr_counter += 1
-                doc.update({
-                    "pr_url": f"{repo}/pull/{pr_counter}", "progress": 100,
-                    "assignee_type": "agent", "assignee_id": agent,
-                    "result": {
-                        "summary": f"Done: {title.lower()}", "files_changed": rng.randint(1, 20),
-                    },
-                })
+                doc.update(
+                    {
+                        "pr_url": f"{repo}/pull/{pr_counter}",
+                        "progress": 100,
+                        "assignee_type": "agent",
+                        "assignee_id": agent,
+                        "result": {
+                            "summary": f"Done: {title.lower()}",
+                            "files_changed": rng.randint(1, 20),
+                        },
+                    }
+                )
                 if state == "completed":
                     doc["completed_at"] = ctx.now - timedelta(hours=rng.randint(1, 72))
             if state == "pending":
@@ -166,8 +200,15 @@ async def _seed_users(ctx: Any, tenant: str) -> dict[str, str]:
     have = {r["email"] for r in existing}
     for role, email in emails.items():
         if email not in have:
-            await ctx.db.insert("users", {
-                "tenant_id": tenant, "email": email, "name": f"{tenant.title()} {role.title()}",
-                "role": role, "active": True, "password_hash": None,
-            })
+            await ctx.db.insert(
+                "users",
+                {
+                    "tenant_id": tenant,
+                    "email": email,
+                    "name": f"{tenant.title()} {role.title()}",
+                    "role": role,
+                    "active": True,
+                    "password_hash": None,
+                },
+            )
     return emails

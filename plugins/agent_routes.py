@@ -112,12 +112,19 @@ def _route(path: str, name: str, handler: Handler) -> Route:
             log.exception("%s failed", path)
             return error_response(RuntimeFailure(), request_id)
         finally:
-            runtime.notify_call_finished(CallInfo(
-                request_id=request_id, function=name, kind="mutation", status=status, code=code,
-                duration_s=time.perf_counter() - started, attempts=0,
-                tenant_id=identity.tenant_id if identity else None,
-                user_id=identity.user_id if identity else None,
-            ))
+            runtime.notify_call_finished(
+                CallInfo(
+                    request_id=request_id,
+                    function=name,
+                    kind="mutation",
+                    status=status,
+                    code=code,
+                    duration_s=time.perf_counter() - started,
+                    attempts=0,
+                    tenant_id=identity.tenant_id if identity else None,
+                    user_id=identity.user_id if identity else None,
+                )
+            )
 
     return Route(path, endpoint, methods=["POST"])
 
@@ -132,12 +139,17 @@ async def heartbeat(runtime: Any, identity: Identity, body: bytes, request_id: s
     args = _decode(_heartbeat_decoder, body)
     ticket_id = str(args.ticket_id)
     result = await _call(
-        runtime, "tickets.heartbeat", {"ticket_id": ticket_id, "vm_id": args.vm_id}, identity,
+        runtime,
+        "tickets.heartbeat",
+        {"ticket_id": ticket_id, "vm_id": args.vm_id},
+        identity,
         request_id,
     )
     if args.progress is not None:
         progress: dict[str, Any] = {
-            "ticket_id": ticket_id, "vm_id": args.vm_id, "progress": args.progress,
+            "ticket_id": ticket_id,
+            "vm_id": args.vm_id,
+            "progress": args.progress,
         }
         if args.message is not None:
             progress["message"] = args.message

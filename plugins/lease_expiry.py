@@ -39,7 +39,9 @@ async def sweep_once(runtime: Any) -> dict[str, Any] | None:
     if result.get("expired"):
         log.info(
             "expired %d lease(s): %d requeued, %d failed",
-            result["expired"], len(result.get("requeued", ())), len(result.get("failed", ())),
+            result["expired"],
+            len(result.get("requeued", ())),
+            len(result.get("failed", ())),
         )
     return result
 

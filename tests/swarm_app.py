@@ -23,7 +23,7 @@ from tests.conftest import REPO, AppFiles
 APP_MODULES = ("_ticket_ops", "tickets", "projects", "seed", "github")
 PLUGINS = ("agent_routes", "lease_expiry")
 
-TEST_AUTH = '''
+TEST_AUTH = """
 from runtime import Identity, hookimpl
 
 ALL = frozenset({
@@ -44,15 +44,16 @@ async def authenticate(request, runtime):
         permissions=READ if role == "viewer" else ALL,
         kind="api_key" if role == "agent" else "user",
     )
-'''
+"""
 
 
 def token(tenant: str = "acme", role: str = "operator", user: str = "alice") -> str:
     return f"test:{tenant}:{role}:{user}"
 
 
-def install_swarm_app(files: AppFiles, modules: Iterable[str] = APP_MODULES,
-                      plugins: Iterable[str] = PLUGINS) -> AppFiles:
+def install_swarm_app(
+    files: AppFiles, modules: Iterable[str] = APP_MODULES, plugins: Iterable[str] = PLUGINS
+) -> AppFiles:
     copied = []
     for name in modules:
         source = REPO / "app_functions" / f"{name}.py"
@@ -62,7 +63,8 @@ def install_swarm_app(files: AppFiles, modules: Iterable[str] = APP_MODULES,
     (files.functions / "__init__.py").write_text("")
     schema = json.loads((REPO / "schema.json").read_text())
     schema["functions"] = {
-        name: entry for name, entry in schema["functions"].items()
+        name: entry
+        for name, entry in schema["functions"].items()
         if name.split(".", 1)[0] in copied
     }
     files.write_schema(schema)

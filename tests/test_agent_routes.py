@@ -56,9 +56,15 @@ def test_claim_then_heartbeat_with_progress(api: Api, agent: httpx.Client) -> No
     assert beat["success"] is True and beat["lease_expires_at"] >= ticket["lease_expires_at"]
     assert "ticket" not in beat
 
-    r = agent.post("/agent/heartbeat", json={
-        "ticket_id": high["_id"], "vm_id": "vm-1", "progress": 60, "message": "Running tests",
-    })
+    r = agent.post(
+        "/agent/heartbeat",
+        json={
+            "ticket_id": high["_id"],
+            "vm_id": "vm-1",
+            "progress": 60,
+            "message": "Running tests",
+        },
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["ticket"]["state"] == "in_progress" and body["ticket"]["progress"] == 60
@@ -75,9 +81,14 @@ def test_heartbeat_refusals(api: Api, agent: httpx.Client, server: LiveServer) -
     r = agent.post("/agent/heartbeat", json={"ticket_id": ticket["_id"], "vm_id": "vm-2"})
     assert r.status_code == 403
     assert error_of(r) == {"code": "forbidden", "message": "The ticket is leased by another VM"}
-    r = agent.post("/agent/heartbeat", json={
-        "ticket_id": ticket["_id"], "vm_id": "vm-2", "progress": 10,
-    })
+    r = agent.post(
+        "/agent/heartbeat",
+        json={
+            "ticket_id": ticket["_id"],
+            "vm_id": "vm-2",
+            "progress": 10,
+        },
+    )
     assert r.status_code == 403
     assert api.ok("tickets.get_by_id", ticket_id=ticket["_id"])["progress"] == 0
     other = server.client(token("globex", "agent", "spy"))
@@ -95,7 +106,8 @@ def test_authentication_and_permissions(server: LiveServer) -> None:
     r = httpx.post(f"{server.url}/agent/claim", json={"vm_id": "vm-1"})
     assert r.status_code == 401
     assert error_of(r) == {
-        "code": "unauthenticated", "message": "/agent/claim requires authentication",
+        "code": "unauthenticated",
+        "message": "/agent/claim requires authentication",
     }
     r = httpx.post(f"{server.url}/agent/heartbeat", json={})
     assert r.status_code == 401
@@ -120,9 +132,14 @@ def test_invalid_bodies(agent: httpx.Client) -> None:
     ]
     r = agent.post("/agent/heartbeat", json={"ticket_id": "nope", "vm_id": "vm-1"})
     assert error_of(r)["details"] == [{"path": "$.ticket_id", "message": "Invalid UUID"}]
-    r = agent.post("/agent/heartbeat", json={
-        "ticket_id": "0b9e5d6e-5c43-4a55-9d59-7f0f0d4e2a11", "vm_id": "vm-1", "progress": 101,
-    })
+    r = agent.post(
+        "/agent/heartbeat",
+        json={
+            "ticket_id": "0b9e5d6e-5c43-4a55-9d59-7f0f0d4e2a11",
+            "vm_id": "vm-1",
+            "progress": 101,
+        },
+    )
     assert error_of(r)["details"] == [{"path": "$.progress", "message": "Expected `int` <= 100"}]
     r = agent.post("/agent/claim", json=[1])
     assert error_of(r)["details"] == [{"path": "$", "message": "Expected `object`, got `array`"}]
@@ -134,13 +151,17 @@ def test_concurrent_agents_claim_distinct_tickets(server: LiveServer, database_u
 
     async def run() -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
-            return await bounded_gather(20, (
-                client.post(
-                    "/agent/claim", json={"vm_id": f"vm-{i % 10}"},
-                    headers={"authorization": f"Bearer {token('acme', 'agent', f'a{i % 10}')}"},
-                )
-                for i in range(70)
-            ))
+            return await bounded_gather(
+                20,
+                (
+                    client.post(
+                        "/agent/claim",
+                        json={"vm_id": f"vm-{i % 10}"},
+                        headers={"authorization": f"Bearer {token('acme', 'agent', f'a{i % 10}')}"},
+                    )
+                    for i in range(70)
+                ),
+            )
 
     responses = asyncio.run(run())
     assert [r.status_code for r in responses] == [200] * 70

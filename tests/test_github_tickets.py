@@ -49,8 +49,10 @@ def deliver(
 ) -> httpx.Response:
     digest = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
     headers = {
-        "x-github-event": event, "x-github-delivery": delivery or str(uuid.uuid4()),
-        "content-type": "application/json", "x-hub-signature-256": f"sha256={digest}",
+        "x-github-event": event,
+        "x-github-delivery": delivery or str(uuid.uuid4()),
+        "content-type": "application/json",
+        "x-hub-signature-256": f"sha256={digest}",
     }
     return httpx.post(f"{server.url}/webhooks/github", content=body, headers=headers, timeout=30)
 
@@ -76,8 +78,10 @@ def test_merged_pull_request_completes_the_ticket_and_unblocks(
     done = api.ok("tickets.get_by_id", ticket_id=ticket["_id"])
     assert done["state"] == "completed" and done["completed_at"]
     assert api.ok("tickets.get_by_id", ticket_id=dependent["_id"])["state"] == "pending"
-    assert sql(server.runtime.database_url,
-               "SELECT event, action, outcome, ticket_id::text FROM github_deliveries") == [
+    assert sql(
+        server.runtime.database_url,
+        "SELECT event, action, outcome, ticket_id::text FROM github_deliveries",
+    ) == [
         ("pull_request", "closed", "processed", ticket["_id"]),
     ]
     again = deliver(server, "pull_request", pull_request_closed(PR_URL, merged=True), delivery)
@@ -111,24 +115,36 @@ def test_pull_request_closed_unmerged_moves_to_review(api: Api, server: LiveServ
 
 def test_other_events_are_recorded_and_ignored(api: Api, server: LiveServer) -> None:
     ticket = in_review(api)
-    r = deliver(server, "pull_request", pull_request_closed(
-        "https://github.com/acme/checkout/pull/999", merged=True))
+    r = deliver(
+        server,
+        "pull_request",
+        pull_request_closed("https://github.com/acme/checkout/pull/999", merged=True),
+    )
     assert (r.status_code, r.json()["status"]) == (202, "ignored")
     opened = (REPO / "tests/fixtures/github/pull_request.opened.json").read_bytes()
     assert deliver(server, "pull_request", opened).status_code == 202
     issues = (REPO / "tests/fixtures/github/issues.opened.json").read_bytes()
     assert deliver(server, "issues", issues).status_code == 202
     assert api.ok("tickets.get_by_id", ticket_id=ticket["_id"])["state"] == "review"
-    outcomes = sql(server.runtime.database_url,
-                   "SELECT event, outcome FROM github_deliveries ORDER BY _creation_time")
-    assert outcomes == [("pull_request", "ignored"), ("pull_request", "ignored"),
-                        ("issues", "ignored")]
+    outcomes = sql(
+        server.runtime.database_url,
+        "SELECT event, outcome FROM github_deliveries ORDER BY _creation_time",
+    )
+    assert outcomes == [
+        ("pull_request", "ignored"),
+        ("pull_request", "ignored"),
+        ("issues", "ignored"),
+    ]
 
 
 def test_merge_of_a_ticket_in_an_illegal_state_is_ignored(api: Api, server: LiveServer) -> None:
     ticket = new_ticket(api)
-    sql(server.runtime.database_url, "UPDATE tickets SET pr_url = %s WHERE _id = %s",
-        PR_URL, ticket["_id"])
+    sql(
+        server.runtime.database_url,
+        "UPDATE tickets SET pr_url = %s WHERE _id = %s",
+        PR_URL,
+        ticket["_id"],
+    )
     r = deliver(server, "pull_request", pull_request_closed(PR_URL, merged=True))
     assert (r.status_code, r.json()["status"]) == (202, "ignored")
     assert api.ok("tickets.get_by_id", ticket_id=ticket["_id"])["state"] == "draft"

@@ -24,8 +24,11 @@ def api(server: LiveServer) -> Iterator[Api]:
 
 def test_create_and_get(api: Api) -> None:
     project = api.ok(
-        "projects.create", name="checkout", description="Payments",
-        repo_url="https://github.com/acme/checkout", settings={"max_parallel_agents": 3},
+        "projects.create",
+        name="checkout",
+        description="Payments",
+        repo_url="https://github.com/acme/checkout",
+        settings={"max_parallel_agents": 3},
     )
     assert project["state"] == "draft" and project["tenant_id"] == "acme"
     assert project["created_by"] == "alice" and project["settings"] == {"max_parallel_agents": 3}
@@ -39,8 +42,10 @@ def test_create_and_get(api: Api) -> None:
 
 
 def test_list_pages_newest_first_and_filters_by_state(api: Api) -> None:
-    created = [api.ok("projects.create", name=f"p{i}", state="active" if i % 2 else "draft")
-               for i in range(7)]
+    created = [
+        api.ok("projects.create", name=f"p{i}", state="active" if i % 2 else "draft")
+        for i in range(7)
+    ]
     seen: list[str] = []
     cursor = None
     for _ in range(10):

@@ -32,31 +32,54 @@ def test_demo_data_is_consistent_and_seeded_once(app_files: AppFiles, database_u
     states = dict(sql(database_url, "SELECT state, count(*) FROM tickets GROUP BY state"))
     assert sum(states.values()) == 300
     assert set(states) == {
-        "draft", "pending", "claimed", "in_progress", "review", "completed", "failed", "blocked",
+        "draft",
+        "pending",
+        "claimed",
+        "in_progress",
+        "review",
+        "completed",
+        "failed",
+        "blocked",
         "hold",
     }
     assert sql(database_url, "SELECT tenant_id, count(*) FROM users GROUP BY 1 ORDER BY 1") == [
-        ("acme", 4), ("globex", 4),
+        ("acme", 4),
+        ("globex", 4),
     ]
     # The ticket rules hold: nothing pending or leased waits on an unfinished dependency,
     # every blocked ticket does, leased tickets hold a live lease and a VM, one VM one ticket.
-    assert sql(database_url, """
+    assert sql(
+        database_url,
+        """
         SELECT count(*) FROM tickets t
         WHERE t.state IN ('pending', 'claimed', 'in_progress', 'review', 'completed')
           AND EXISTS (SELECT 1 FROM tickets d WHERE d._id = ANY(t.depends_on)
-                      AND d.state <> 'completed')""") == [(0,)]
-    assert sql(database_url, """
+                      AND d.state <> 'completed')""",
+    ) == [(0,)]
+    assert sql(
+        database_url,
+        """
         SELECT count(*) FROM tickets t WHERE t.state = 'blocked'
           AND NOT EXISTS (SELECT 1 FROM tickets d WHERE d._id = ANY(t.depends_on)
-                          AND d.state <> 'completed')""") == [(0,)]
-    assert sql(database_url, """
+                          AND d.state <> 'completed')""",
+    ) == [(0,)]
+    assert sql(
+        database_url,
+        """
         SELECT count(*) FROM tickets WHERE state IN ('claimed', 'in_progress')
-          AND (vm_id IS NULL OR lease_expires_at <= now())""") == [(0,)]
-    assert sql(database_url, """
+          AND (vm_id IS NULL OR lease_expires_at <= now())""",
+    ) == [(0,)]
+    assert sql(
+        database_url,
+        """
         SELECT count(*) FROM (SELECT vm_id FROM tickets WHERE vm_id IS NOT NULL
-                              GROUP BY vm_id HAVING count(*) > 1) x""") == [(0,)]
-    assert sql(database_url, "SELECT count(*) FROM tickets WHERE state = 'completed'"
-               " AND (pr_url IS NULL OR completed_at IS NULL)") == [(0,)]
+                              GROUP BY vm_id HAVING count(*) > 1) x""",
+    ) == [(0,)]
+    assert sql(
+        database_url,
+        "SELECT count(*) FROM tickets WHERE state = 'completed'"
+        " AND (pr_url IS NULL OR completed_at IS NULL)",
+    ) == [(0,)]
     [(with_deps,)] = sql(database_url, "SELECT count(*) FROM tickets WHERE depends_on <> '{}'")
     [(children,)] = sql(database_url, "SELECT count(*) FROM tickets WHERE parent_id IS NOT NULL")
     assert with_deps > 30 and children > 30
@@ -76,17 +99,33 @@ def test_seed_other_tenants(app_files: AppFiles, database_url: str) -> None:
 def _cli(files: AppFiles, database_url: str, *argv: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATABASE_URL": database_url, "RUNTIME_LEASE_SWEEP_S": "0"}
     return subprocess.run(
-        [sys.executable, "-c", "import sys; from runtime.cli import main; sys.exit(main())", *argv,
-         "--functions", str(files.functions), "--schema", str(files.schema_path),
-         "--plugins", str(files.plugins), "--data", str(files.root / ".runtime")],
-        capture_output=True, text=True, timeout=120, env=env, cwd=REPO,
+        [
+            sys.executable,
+            "-c",
+            "import sys; from runtime.cli import main; sys.exit(main())",
+            *argv,
+            "--functions",
+            str(files.functions),
+            "--schema",
+            str(files.schema_path),
+            "--plugins",
+            str(files.plugins),
+            "--data",
+            str(files.root / ".runtime"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=REPO,
     )
 
 
 def test_cli_seed_and_call(app_files: AppFiles, database_url: str) -> None:
     install_swarm_app(app_files)
-    out = _cli(app_files, database_url, "seed", "--demo", "--tenant", "acme",
-               "--tickets-per-project", "20")
+    out = _cli(
+        app_files, database_url, "seed", "--demo", "--tenant", "acme", "--tickets-per-project", "20"
+    )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0] == (

@@ -50,7 +50,9 @@ def insert_pending(database_url: str, tenant: str, n: int, priority: int = 0) ->
         "INSERT INTO tickets (tenant_id, title, state, priority, rejection_count, depends_on)"
         " SELECT %s, 'ticket ' || i, 'pending', %s, 0, '{}' FROM generate_series(1, %s) i"
         " RETURNING _id::text",
-        tenant, priority, n,
+        tenant,
+        priority,
+        n,
     )
     return [r[0] for r in rows]
 
@@ -81,7 +83,9 @@ def test_claim_then_second_claim_conflicts(api: Api) -> None:
 
 
 def test_full_lifecycle(api: Api) -> None:
-    project = api.ok("projects.create", name="checkout", repo_url="https://github.com/acme/checkout")
+    project = api.ok(
+        "projects.create", name="checkout", repo_url="https://github.com/acme/checkout"
+    )
     ticket = new_ticket(api, project_id=project["_id"], priority=2)
     moved = api.ok("tickets.set_state", ticket_id=ticket["_id"], state="pending")
     assert moved["state"] == "pending"
@@ -89,14 +93,21 @@ def test_full_lifecycle(api: Api) -> None:
     api.ok("tickets.claim", ticket_id=ticket["_id"], vm_id="vm-7")
     assert api.ok("tickets.get_by_vm", vm_id="vm-7")["_id"] == ticket["_id"]
     progressed = api.ok(
-        "tickets.update_progress", ticket_id=ticket["_id"], progress=40, message="Running tests",
+        "tickets.update_progress",
+        ticket_id=ticket["_id"],
+        progress=40,
+        message="Running tests",
         vm_id="vm-7",
     )
     assert progressed["state"] == "in_progress" and progressed["progress"] == 40
     pr = "https://github.com/acme/checkout/pull/12"
     done = api.ok(
-        "tickets.complete", ticket_id=ticket["_id"], pr_url=pr, result={"summary": "fixed"},
-        outputs={"files": ["login.py"]}, vm_id="vm-7",
+        "tickets.complete",
+        ticket_id=ticket["_id"],
+        pr_url=pr,
+        result={"summary": "fixed"},
+        outputs={"files": ["login.py"]},
+        vm_id="vm-7",
     )
     assert done["unblocked"] == []
     assert done["ticket"]["state"] == "completed" and done["ticket"]["completed_at"]
@@ -110,7 +121,14 @@ def test_full_lifecycle(api: Api) -> None:
     stats = api.ok("tickets.get_stats", project_id=project["_id"])
     assert stats["total"] == 1 and stats["by_state"]["completed"] == 1
     assert set(stats["by_state"]) == {
-        "draft", "pending", "claimed", "in_progress", "review", "completed", "failed", "blocked",
+        "draft",
+        "pending",
+        "claimed",
+        "in_progress",
+        "review",
+        "completed",
+        "failed",
+        "blocked",
         "hold",
     }
     err = api.error("tickets.complete", 409, ticket_id=ticket["_id"])
@@ -202,11 +220,12 @@ def test_expire_leases_requeues(api: Api, swarm: AppFiles, database_url: str) ->
     api.ok("tickets.claim", ticket_id=expired["_id"], vm_id="vm-1")
     api.ok("tickets.update_progress", ticket_id=expired["_id"], progress=10)
     api.ok("tickets.claim", ticket_id=alive["_id"], vm_id="vm-2")
-    sql(database_url, "UPDATE tickets SET lease_expires_at = now() - interval '1 minute'"
-        " WHERE _id = %s", expired["_id"])
-    result = asyncio.run(
-        call_function(swarm.settings(), database_url, "tickets.expire_leases", {})
+    sql(
+        database_url,
+        "UPDATE tickets SET lease_expires_at = now() - interval '1 minute' WHERE _id = %s",
+        expired["_id"],
     )
+    result = asyncio.run(call_function(swarm.settings(), database_url, "tickets.expire_leases", {}))
     assert result == {"expired": 1, "requeued": [expired["_id"]], "failed": []}
     t = api.ok("tickets.get_by_id", ticket_id=expired["_id"])
     assert t["state"] == "pending" and t["rejection_count"] == 1
@@ -216,7 +235,9 @@ def test_expire_leases_requeues(api: Api, swarm: AppFiles, database_url: str) ->
 
 
 def test_lease_sweep_plugin_runs_in_background(
-    swarm: AppFiles, serve: Callable[..., LiveServer], database_url: str,
+    swarm: AppFiles,
+    serve: Callable[..., LiveServer],
+    database_url: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("RUNTIME_LEASE_SWEEP_S", "0.1")
@@ -224,8 +245,11 @@ def test_lease_sweep_plugin_runs_in_background(
     api = Api(server.url, token())
     ticket = pending_ticket(api)
     api.ok("tickets.claim", ticket_id=ticket["_id"], vm_id="vm-1")
-    sql(database_url, "UPDATE tickets SET lease_expires_at = now() - interval '1 second'"
-        " WHERE _id = %s", ticket["_id"])
+    sql(
+        database_url,
+        "UPDATE tickets SET lease_expires_at = now() - interval '1 second' WHERE _id = %s",
+        ticket["_id"],
+    )
     deadline = time.monotonic() + 10
     while api.ok("tickets.get_by_id", ticket_id=ticket["_id"])["state"] != "pending":
         assert time.monotonic() < deadline, "the lease sweep did not requeue the ticket"
@@ -275,8 +299,10 @@ def test_available_in_priority_then_age_order_and_claim_next_follows(api: Api) -
 def test_project_pages_and_children(api: Api) -> None:
     project = api.ok("projects.create", name="web", state="active")
     epic = new_ticket(api, "Epic", project_id=project["_id"])
-    kids = [new_ticket(api, f"child {i}", project_id=project["_id"], parent_id=epic["_id"])
-            for i in range(5)]
+    kids = [
+        new_ticket(api, f"child {i}", project_id=project["_id"], parent_id=epic["_id"])
+        for i in range(5)
+    ]
     new_ticket(api, "elsewhere")
     seen: list[str] = []
     cursor = None
@@ -355,10 +381,13 @@ async def _post_many(
     url: str, calls: list[tuple[str, dict[str, Any], str]], limit: int
 ) -> list[httpx.Response]:
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-        return await bounded_gather(limit, (
-            client.post(f"/fn/{name}", json=args, headers={"authorization": f"Bearer {auth}"})
-            for name, args, auth in calls
-        ))
+        return await bounded_gather(
+            limit,
+            (
+                client.post(f"/fn/{name}", json=args, headers={"authorization": f"Bearer {auth}"})
+                for name, args, auth in calls
+            ),
+        )
 
 
 def test_concurrent_claim_next_never_claims_twice(server: LiveServer, database_url: str) -> None:
@@ -366,7 +395,8 @@ def test_concurrent_claim_next_never_claims_twice(server: LiveServer, database_u
     insert_pending(database_url, "globex", 20)  # another tenant's queue is never touched
     calls = [
         ("tickets.claim_next", {"vm_id": f"vm-{vm}"}, token("acme", "agent", f"agent-{vm}"))
-        for vm in range(10) for _ in range(10)
+        for vm in range(10)
+        for _ in range(10)
     ]
     started = time.perf_counter()
     responses = asyncio.run(_post_many(server.url, calls, limit=20))
@@ -376,14 +406,20 @@ def test_concurrent_claim_next_never_claims_twice(server: LiveServer, database_u
     claimed = [r.json()["value"]["_id"] for r in responses]
     assert len(set(claimed)) == 100 and set(claimed) == set(ids)
     attempts = [int(r.headers["x-runtime-attempts"]) for r in responses]
-    print(f"\nclaim_next x100 (10 VMs, 20 in flight): {elapsed:.2f}s, "
-          f"retries {sum(attempts) - 100}, max attempts {max(attempts)}")
-    rows = sql(database_url, "SELECT state, vm_id, count(*) FROM tickets WHERE tenant_id = 'acme'"
-               " GROUP BY state, vm_id")
+    print(
+        f"\nclaim_next x100 (10 VMs, 20 in flight): {elapsed:.2f}s, "
+        f"retries {sum(attempts) - 100}, max attempts {max(attempts)}"
+    )
+    rows = sql(
+        database_url,
+        "SELECT state, vm_id, count(*) FROM tickets WHERE tenant_id = 'acme' GROUP BY state, vm_id",
+    )
     assert {state for state, _, _ in rows} == {"claimed"}
     assert Counter({vm: n for _, vm, n in rows}) == Counter({f"vm-{i}": 10 for i in range(10)})
-    assert sql(database_url, "SELECT count(*) FROM tickets WHERE tenant_id = 'globex'"
-               " AND state = 'pending'") == [(20,)]
+    assert sql(
+        database_url,
+        "SELECT count(*) FROM tickets WHERE tenant_id = 'globex' AND state = 'pending'",
+    ) == [(20,)]
     more = asyncio.run(_post_many(server.url, calls[:5], limit=5))
     assert [r.json()["value"] for r in more] == [None] * 5
 

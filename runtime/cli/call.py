@@ -42,8 +42,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     seed.add_argument(
         "--demo", action="store_true", required=True, help="the demo data set (seed.demo)"
     )
-    seed.add_argument("--tenant", action="append", dest="tenants", metavar="TENANT",
-                      help="seed this tenant (repeatable; default: the demo's tenants)")
+    seed.add_argument(
+        "--tenant",
+        action="append",
+        dest="tenants",
+        metavar="TENANT",
+        help="seed this tenant (repeatable; default: the demo's tenants)",
+    )
     seed.add_argument("--tickets-per-project", type=int, help="tickets per project (default 50)")
     add_app_options(seed)
     add_database_option(seed)

@@ -7,10 +7,11 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-# Loads runtime/embedded_pg.py by path (not through the `runtime` package) and exits non-zero
-# when no PostgreSQL binaries are usable by the account the embedded server would run as.
+# Loads the runtime/embedded_pg/ package by path (not through the `runtime` package) and exits
+# non-zero when no PostgreSQL binaries are usable by the account the embedded server would run as.
 FIND_PG := import importlib.util as u, sys; \
-	s = u.spec_from_file_location("embedded_pg", "runtime/embedded_pg.py"); \
+	s = u.spec_from_file_location("embedded_pg", "runtime/embedded_pg/__init__.py", \
+		submodule_search_locations=["runtime/embedded_pg"]); \
 	m = u.module_from_spec(s); sys.modules["embedded_pg"] = m; s.loader.exec_module(m); \
 	m.find_binaries()
 

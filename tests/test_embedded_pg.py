@@ -22,14 +22,10 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from runtime.embedded_pg import (
-    EmbeddedPostgres,
-    EmbeddedPostgresError,
-    _Account,
-    _find,
-    _short_hash,
-    find_binaries,
-)
+from runtime.embedded_pg import EmbeddedPostgres, EmbeddedPostgresError, find_binaries
+from runtime.embedded_pg.binaries import _find
+from runtime.embedded_pg.cluster import _short_hash
+from runtime.embedded_pg.privileges import _Account
 
 TEST_LIMIT = 20.0  # seconds; every wait in embedded_pg is bounded too
 

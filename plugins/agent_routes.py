@@ -66,9 +66,7 @@ async def _call(
     runtime: Any, name: str, args: dict[str, Any], identity: Identity, request_id: str
 ) -> Any:
     """Call a function as `identity`: its permission is checked as over `/fn`."""
-    fn = runtime.lookup(name, from_http=False)
-    await runtime.authorize(fn, identity)
-    return await runtime.call_internal(name, args, identity, request_id)
+    return await runtime.call_as(identity, name, args, request_id)
 
 
 def _decode(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:

@@ -193,7 +193,7 @@ class Runtime:
             )
             return CallResult(await fn.fn(ctx, **kwargs), 1, False)
         read_only = fn.kind == "query"
-        key = "" if fn.key_arg is None else str(kwargs.get(fn.key_arg))
+        key = self._hot_key(fn, identity, kwargs)
         assert self.registry is not None
         tables = self.registry.tables
 
@@ -216,6 +216,30 @@ class Runtime:
             body, read_only=read_only, function=fn.name, key=key, timeout_ms=fn.spec.timeout_ms
         )
         return CallResult(outcome.value, outcome.attempts, outcome.waited_on_hot_key)
+
+    @staticmethod
+    def _hot_key(fn: FunctionDef, identity: Identity | None, kwargs: dict[str, Any]) -> str:
+        if callable(fn.spec.key):
+            return str(fn.spec.key(identity, kwargs))
+        return "" if fn.key_arg is None else str(kwargs.get(fn.key_arg))
+
+    async def call_as(
+        self,
+        identity: Identity | None,
+        name: str,
+        args: Mapping[str, Any],
+        request_id: str | None = None,
+        *,
+        client_ip: str | None = None,
+    ) -> Any:
+        """Call a public function by name as `identity`, exactly as `POST /fn/<name>` would:
+        internal functions are not found, and authentication and permissions are checked.
+        For plugin routes that act on behalf of their caller."""
+        fn = self.lookup(name, from_http=True)
+        await self.authorize(fn, identity)
+        kwargs = self.decode_args(fn, args)
+        result = await self.call(fn, kwargs, identity, request_id or new_request_id(), client_ip)
+        return result.value
 
     async def call_internal(
         self,

@@ -16,6 +16,7 @@ Kind = Literal["query", "mutation", "action"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 SPEC_ATTRIBUTE = "__swarm_function__"
+KeyFunction = Callable[[Any, dict[str, Any]], object]
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,9 @@ class FunctionSpec:
     internal: bool = False
     public: bool = False
     permission: str | None = None
-    key: str | None = None  # argument whose value identifies the contended row (hot keys)
+    # What identifies the contended row, for hot-key queuing: an argument name, or a
+    # callable `(identity, kwargs) -> str` (e.g. the caller's tenant for a shared queue).
+    key: str | KeyFunction | None = None
     timeout_ms: int | None = None
 
 
@@ -36,7 +39,7 @@ def _declare(kind: Kind, internal: bool) -> Callable[..., Any]:
         *,
         public: bool = False,
         permission: str | None = None,
-        key: str | None = None,
+        key: str | KeyFunction | None = None,
         timeout_ms: int | None = None,
     ) -> Any:
         spec = FunctionSpec(kind, internal, public, permission, key, timeout_ms)

@@ -241,10 +241,11 @@ def collect_functions(
                 continue
             arg_names, sig_problems = _check_signature(name, obj, entry, where)
             problems.extend(sig_problems)
-            key_arg = spec.key or next(
+            key_arg = spec.key if isinstance(spec.key, str) else None
+            key_arg = key_arg or next(
                 (a for a in arg_names if a == "id" or a.endswith("_id")), None
             )
-            if spec.key is not None and spec.key not in arg_names:
+            if isinstance(spec.key, str) and spec.key not in arg_names:
                 problems.append(f"{name} ({where}): key={spec.key!r} is not an argument")
             args_type = schema.args_types.get(name) if entry is not None else None
             decoder = schema_mod.make_decoder(args_type) if args_type is not None else None

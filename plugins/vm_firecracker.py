@@ -84,7 +84,9 @@ Argv = list[str]
 State = Literal["starting", "running", "busy", "stopping", "stopped", "error"]
 # InstanceInfo.state -> VMInfo.state; a paused VM still exists and holds its resources.
 INSTANCE_STATES: dict[str, State] = {
-    "Not started": "starting", "Running": "running", "Paused": "running",
+    "Not started": "starting",
+    "Running": "running",
+    "Paused": "running",
 }
 
 
@@ -98,8 +100,13 @@ class FirecrackerAPIError(FirecrackerError):
     def __init__(self, vm_id: str, method: str, path: str, status: int, fault: str) -> None:
         super().__init__(
             f"Firecracker refused {method} {path} for VM {vm_id} ({status}): {fault}",
-            details={"vm_id": vm_id, "method": method, "path": path, "status": status,
-                     "fault_message": fault},
+            details={
+                "vm_id": vm_id,
+                "method": method,
+                "path": path,
+                "status": status,
+                "fault_message": fault,
+            },
         )
         self.method, self.path, self.status_code, self.fault_message = method, path, status, fault
 
@@ -202,10 +209,16 @@ class FirecrackerDriver:
     # --- the VMDriver interface -----------------------------------------------------------
 
     async def spawn(self, spec: VMSpec) -> VMInfo:
-        kernel = _existing_file(spec.kernel_image or self.config.kernel_image, "kernel image",
-                                "VMSpec.kernel_image or RUNTIME_FIRECRACKER_KERNEL")
-        rootfs = _existing_file(spec.rootfs or self.config.rootfs, "root filesystem",
-                                "VMSpec.rootfs or RUNTIME_FIRECRACKER_ROOTFS")
+        kernel = _existing_file(
+            spec.kernel_image or self.config.kernel_image,
+            "kernel image",
+            "VMSpec.kernel_image or RUNTIME_FIRECRACKER_KERNEL",
+        )
+        rootfs = _existing_file(
+            spec.rootfs or self.config.rootfs,
+            "root filesystem",
+            "VMSpec.rootfs or RUNTIME_FIRECRACKER_ROOTFS",
+        )
         firecracker = _executable(self.config.firecracker_bin, "RUNTIME_FIRECRACKER_BIN")
         jailer = _executable(self.config.jailer_bin, "RUNTIME_JAILER_BIN") if self.jailed else None
 
@@ -244,8 +257,11 @@ class FirecrackerDriver:
         if vm.error is not None:
             state = "error"
         elif proc is None or code is not None:
-            state = "starting" if proc is None else (
-                "stopped" if code == 0 or vm.stop_requested else "error")
+            state = (
+                "starting"
+                if proc is None
+                else ("stopped" if code == 0 or vm.stop_requested else "error")
+            )
         elif vm.stop_requested:
             state = "stopping"
         elif not vm.configured:
@@ -271,13 +287,21 @@ class FirecrackerDriver:
         live = [vm_id for vm_id, vm in self._vms.items() if not vm.torn_down]
         await asyncio.gather(*(self.stop(vm_id) for vm_id in live))
 
-    def jailer_command(
-        self, vm_id: str, jailer: str, firecracker: str, netns: str | None
-    ) -> Argv:
+    def jailer_command(self, vm_id: str, jailer: str, firecracker: str, netns: str | None) -> Argv:
         """The jailer command line for `vm_id` (Firecracker's own arguments after `--`)."""
-        argv = [jailer, "--id", vm_id, "--exec-file", firecracker,
-                "--uid", str(self.config.jailer_uid), "--gid", str(self.config.jailer_gid),
-                "--chroot-base-dir", str(self.config.chroot_base)]
+        argv = [
+            jailer,
+            "--id",
+            vm_id,
+            "--exec-file",
+            firecracker,
+            "--uid",
+            str(self.config.jailer_uid),
+            "--gid",
+            str(self.config.jailer_gid),
+            "--chroot-base-dir",
+            str(self.config.chroot_base),
+        ]
         if netns is not None:
             argv += ["--netns", f"/var/run/netns/{netns}"]
         return [*argv, "--", "--api-sock", JAILED_SOCKET]
@@ -305,15 +329,17 @@ class FirecrackerDriver:
         netns: str | None = names[0] if self.config.network else None
         tap: str | None = names[1] if self.config.network else None
         mac = names[2]
-        return _FirecrackerVM(vm_id, spec, workdir, socket_path, jail_root, netns, tap, mac,
-                              time.time())
+        return _FirecrackerVM(
+            vm_id, spec, workdir, socket_path, jail_root, netns, tap, mac, time.time()
+        )
 
     async def _create_network(self, vm: _FirecrackerVM) -> None:
         assert vm.netns is not None and vm.tap is not None
         await self._run([self.config.ip_bin, "netns", "add", vm.netns])
         vm.netns_created = True
-        await self._run([self.config.ip_bin, "-n", vm.netns, "tuntap", "add", "dev", vm.tap,
-                         "mode", "tap"])
+        await self._run(
+            [self.config.ip_bin, "-n", vm.netns, "tuntap", "add", "dev", vm.tap, "mode", "tap"]
+        )
         await self._run([self.config.ip_bin, "-n", vm.netns, "link", "set", vm.tap, "up"])
 
     async def _start_process(
@@ -387,17 +413,27 @@ class FirecrackerDriver:
     async def _configure(self, vm: _FirecrackerVM, kernel: str, rootfs: str) -> None:
         spec = vm.spec
         requests: list[tuple[str, dict[str, Any]]] = [
-            ("/machine-config", {"vcpu_count": spec.vcpus, "mem_size_mib": spec.memory_mb,
-                                 "smt": False}),
+            (
+                "/machine-config",
+                {"vcpu_count": spec.vcpus, "mem_size_mib": spec.memory_mb, "smt": False},
+            ),
             ("/boot-source", {"kernel_image_path": kernel, "boot_args": self.config.boot_args}),
-            ("/drives/rootfs", {"drive_id": "rootfs", "path_on_host": rootfs,
-                                "is_root_device": True,
-                                "is_read_only": not self.config.copy_rootfs}),
+            (
+                "/drives/rootfs",
+                {
+                    "drive_id": "rootfs",
+                    "path_on_host": rootfs,
+                    "is_root_device": True,
+                    "is_read_only": not self.config.copy_rootfs,
+                },
+            ),
         ]
         if vm.tap is not None:
             requests += [
-                ("/network-interfaces/eth0", {"iface_id": "eth0", "host_dev_name": vm.tap,
-                                              "guest_mac": vm.guest_mac}),
+                (
+                    "/network-interfaces/eth0",
+                    {"iface_id": "eth0", "host_dev_name": vm.tap, "guest_mac": vm.guest_mac},
+                ),
                 ("/mmds/config", {"version": "V2", "network_interfaces": ["eth0"]}),
                 ("/mmds", {"swarm": self._metadata(vm)}),
             ]
@@ -412,8 +448,13 @@ class FirecrackerDriver:
         env.setdefault("VM_ID", vm.vm_id)
         if vm.spec.ticket_id:
             env.setdefault("TICKET_ID", vm.spec.ticket_id)
-        return {"vm_id": vm.vm_id, "name": vm.spec.name, "ticket_id": vm.spec.ticket_id,
-                "command": vm.spec.command, "env": env}
+        return {
+            "vm_id": vm.vm_id,
+            "name": vm.spec.name,
+            "ticket_id": vm.spec.ticket_id,
+            "command": vm.spec.command,
+            "env": env,
+        }
 
     # --- stopping and cleaning up ---------------------------------------------------------
 
@@ -498,17 +539,27 @@ class FirecrackerDriver:
 
     def _client(self, vm: _FirecrackerVM, timeout: float = API_TIMEOUT_S) -> httpx.AsyncClient:
         transport = httpx.AsyncHTTPTransport(uds=str(vm.socket_path))
-        return httpx.AsyncClient(transport=transport, base_url="http://localhost",
-                                 timeout=timeout)
+        return httpx.AsyncClient(transport=transport, base_url="http://localhost", timeout=timeout)
 
-    async def _request(self, vm: _FirecrackerVM, method: str, path: str,
-                       body: dict[str, Any] | None = None,
-                       limit_s: float = API_TIMEOUT_S) -> Any:
+    async def _request(
+        self,
+        vm: _FirecrackerVM,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        limit_s: float = API_TIMEOUT_S,
+    ) -> Any:
         async with self._client(vm, limit_s) as client:
             return await self._call(client, vm, method, path, body)
 
-    async def _call(self, client: httpx.AsyncClient, vm: _FirecrackerVM, method: str,
-                    path: str, body: dict[str, Any] | None) -> Any:
+    async def _call(
+        self,
+        client: httpx.AsyncClient,
+        vm: _FirecrackerVM,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+    ) -> Any:
         try:
             response = await client.request(method, path, json=body)
         except httpx.HTTPError as exc:
@@ -529,8 +580,11 @@ class FirecrackerDriver:
         shown = " ".join(argv)
         try:
             proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT, env=dict(self.config.base_env),
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env=dict(self.config.base_env),
             )
         except OSError as exc:
             raise FirecrackerError(f"Cannot run `{shown}`: {exc}") from exc

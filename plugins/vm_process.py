@@ -142,8 +142,16 @@ class ProcessDriver:
         workdir.mkdir(parents=True)
 
         as_bytes = spec.memory_mb * 1024 * 1024 if self.limit_memory and spec.memory_mb else 0
-        argv = [sys.executable, "-I", "-S", "-c", _RLIMIT_WRAPPER,
-                str(as_bytes), str(spec.cpu_seconds or 0), *command]
+        argv = [
+            sys.executable,
+            "-I",
+            "-S",
+            "-c",
+            _RLIMIT_WRAPPER,
+            str(as_bytes),
+            str(spec.cpu_seconds or 0),
+            *command,
+        ]
         out, err = _open_logs(workdir)
         with out, err:
             proc = await asyncio.create_subprocess_exec(

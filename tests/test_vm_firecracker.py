@@ -67,7 +67,7 @@ class Host:
         self.bin.mkdir()
         self.requests_log = tmp_path / "requests.jsonl"
         self.ip_log = tmp_path / "ip.log"
-        stub = f'exec {sys.executable} {STUB} --request-log {self.requests_log}'
+        stub = f"exec {sys.executable} {STUB} --request-log {self.requests_log}"
         self.firecracker = _script(self.bin / "firecracker", f'#!/bin/sh\n{stub} "$@"\n')
         self.stubborn = _script(
             self.bin / "firecracker-stubborn", f'#!/bin/sh\n{stub} --ignore-ctrl-alt-del "$@"\n'
@@ -104,8 +104,11 @@ class Host:
 
     def configuration(self) -> list[tuple[str, str, Any]]:
         """The requests after the readiness probes (`GET /` until the socket answers)."""
-        return [(r["method"], r["path"], r["body"]) for r in self.requests()
-                if (r["method"], r["path"]) != ("GET", "/")]
+        return [
+            (r["method"], r["path"], r["body"])
+            for r in self.requests()
+            if (r["method"], r["path"]) != ("GET", "/")
+        ]
 
     def ip_calls(self) -> list[str]:
         return self.ip_log.read_text().splitlines() if self.ip_log.exists() else []
@@ -174,7 +177,8 @@ def stub_socket() -> Iterator[Path]:
     socket_path = workdir / "api.sock"
     proc = subprocess.Popen(
         [sys.executable, str(STUB), "--api-sock", str(socket_path)],
-        stdout=subprocess.DEVNULL, start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 30
@@ -240,7 +244,9 @@ def test_stub_spec_is_firecrackers_own() -> None:
     assert spec.document["info"]["title"] == "Firecracker API"
     template, operation, params = spec.route("PUT", "/network-interfaces/eth0")
     assert (template, operation["operationId"], params) == (
-        "/network-interfaces/{iface_id}", "putGuestNetworkInterfaceByID", {"iface_id": "eth0"}
+        "/network-interfaces/{iface_id}",
+        "putGuestNetworkInterfaceByID",
+        {"iface_id": "eth0"},
     )
 
 
@@ -278,17 +284,43 @@ async def test_spawn_configures_and_starts_then_stop_shuts_down(
     assert rootfs_copy.read_bytes() == host.rootfs.read_bytes()
     assert host.configuration() == [
         ("PUT", "/machine-config", {"vcpu_count": 2, "mem_size_mib": 1024, "smt": False}),
-        ("PUT", "/boot-source", {"kernel_image_path": str(host.kernel.resolve()),
-                                 "boot_args": vm_firecracker.DEFAULT_BOOT_ARGS}),
-        ("PUT", "/drives/rootfs", {"drive_id": "rootfs", "path_on_host": str(rootfs_copy),
-                                   "is_root_device": True, "is_read_only": False}),
-        ("PUT", "/network-interfaces/eth0", {"iface_id": "eth0", "host_dev_name": tap,
-                                             "guest_mac": mac}),
+        (
+            "PUT",
+            "/boot-source",
+            {
+                "kernel_image_path": str(host.kernel.resolve()),
+                "boot_args": vm_firecracker.DEFAULT_BOOT_ARGS,
+            },
+        ),
+        (
+            "PUT",
+            "/drives/rootfs",
+            {
+                "drive_id": "rootfs",
+                "path_on_host": str(rootfs_copy),
+                "is_root_device": True,
+                "is_read_only": False,
+            },
+        ),
+        (
+            "PUT",
+            "/network-interfaces/eth0",
+            {"iface_id": "eth0", "host_dev_name": tap, "guest_mac": mac},
+        ),
         ("PUT", "/mmds/config", {"version": "V2", "network_interfaces": ["eth0"]}),
-        ("PUT", "/mmds", {"swarm": {
-            "vm_id": vm_id, "name": "agent-1", "ticket_id": "t-9",
-            "command": ["/usr/local/bin/agent", "--once"],
-            "env": {**AGENT.env, "VM_ID": vm_id}}}),
+        (
+            "PUT",
+            "/mmds",
+            {
+                "swarm": {
+                    "vm_id": vm_id,
+                    "name": "agent-1",
+                    "ticket_id": "t-9",
+                    "command": ["/usr/local/bin/agent", "--once"],
+                    "env": {**AGENT.env, "VM_ID": vm_id},
+                }
+            },
+        ),
         ("PUT", "/actions", {"action_type": "InstanceStart"}),
     ]
     assert all(r["status"] < 300 for r in host.requests())
@@ -315,12 +347,15 @@ async def test_spawn_configures_and_starts_then_stop_shuts_down(
 
 @pytest.mark.anyio
 async def test_jailer_runs_firecracker_in_its_chroot(host: Host, drivers: list[Any]) -> None:
-    drv = make(drivers, host.env(
-        RUNTIME_JAILER_BIN=str(host.jailer),
-        RUNTIME_JAILER_UID=str(os.getuid()),
-        RUNTIME_JAILER_GID=str(os.getgid()),
-        RUNTIME_JAILER_CHROOT_BASE=str(host.jail_base),
-    ))
+    drv = make(
+        drivers,
+        host.env(
+            RUNTIME_JAILER_BIN=str(host.jailer),
+            RUNTIME_JAILER_UID=str(os.getuid()),
+            RUNTIME_JAILER_GID=str(os.getgid()),
+            RUNTIME_JAILER_CHROOT_BASE=str(host.jail_base),
+        ),
+    )
 
     info = await drv.spawn(AGENT)
 
@@ -334,10 +369,22 @@ async def test_jailer_runs_firecracker_in_its_chroot(host: Host, drivers: list[A
     assert config["/boot-source"]["kernel_image_path"] == "/vmlinux"
     assert config["/drives/rootfs"]["path_on_host"] == "/rootfs.ext4"
     assert drv.jailer_command(info.vm_id, str(host.jailer), str(host.firecracker), netns) == [
-        str(host.jailer), "--id", info.vm_id, "--exec-file", str(host.firecracker),
-        "--uid", str(os.getuid()), "--gid", str(os.getgid()),
-        "--chroot-base-dir", str(host.jail_base), "--netns", f"/var/run/netns/{netns}",
-        "--", "--api-sock", "/run/firecracker.socket",
+        str(host.jailer),
+        "--id",
+        info.vm_id,
+        "--exec-file",
+        str(host.firecracker),
+        "--uid",
+        str(os.getuid()),
+        "--gid",
+        str(os.getgid()),
+        "--chroot-base-dir",
+        str(host.jail_base),
+        "--netns",
+        f"/var/run/netns/{netns}",
+        "--",
+        "--api-sock",
+        "/run/firecracker.socket",
     ]
     assert not any(" exec " in call for call in host.ip_calls())  # the jailer joins the netns
 
@@ -350,8 +397,9 @@ async def test_jailer_runs_firecracker_in_its_chroot(host: Host, drivers: list[A
 
 @pytest.mark.anyio
 async def test_without_network_or_rootfs_copy(host: Host, drivers: list[Any]) -> None:
-    drv = make(drivers, host.env(RUNTIME_FIRECRACKER_NETWORK="0",
-                                 RUNTIME_FIRECRACKER_ROOTFS_COPY="0"))
+    drv = make(
+        drivers, host.env(RUNTIME_FIRECRACKER_NETWORK="0", RUNTIME_FIRECRACKER_ROOTFS_COPY="0")
+    )
 
     info = await drv.spawn(AGENT)
 
@@ -369,8 +417,10 @@ async def test_without_network_or_rootfs_copy(host: Host, drivers: list[Any]) ->
 async def test_stop_escalates_when_the_guest_ignores_ctrl_alt_del(
     host: Host, drivers: list[Any]
 ) -> None:
-    drv = make(drivers, host.env(RUNTIME_FIRECRACKER_BIN=str(host.stubborn),
-                                 RUNTIME_FIRECRACKER_STOP_GRACE="0.5"))
+    drv = make(
+        drivers,
+        host.env(RUNTIME_FIRECRACKER_BIN=str(host.stubborn), RUNTIME_FIRECRACKER_STOP_GRACE="0.5"),
+    )
     info = await drv.spawn(AGENT)
 
     started = time.monotonic()
@@ -403,8 +453,9 @@ async def test_api_error_names_the_request_and_undoes_the_spawn(
 @pytest.mark.anyio
 async def test_a_binary_that_dies_at_once_is_reported(host: Host, drivers: list[Any]) -> None:
     broken = _script(host.bin / "firecracker-broken", "#!/bin/sh\necho 'no kvm' >&2\nexit 3\n")
-    drv = make(drivers, host.env(RUNTIME_FIRECRACKER_BIN=str(broken),
-                                 RUNTIME_FIRECRACKER_NETWORK="0"))
+    drv = make(
+        drivers, host.env(RUNTIME_FIRECRACKER_BIN=str(broken), RUNTIME_FIRECRACKER_NETWORK="0")
+    )
 
     with pytest.raises(vm_firecracker.FirecrackerError, match=r"exited with code 3.*no kvm"):
         await drv.spawn(AGENT)

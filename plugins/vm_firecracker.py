@@ -67,7 +67,15 @@ from typing import Any, BinaryIO, Literal
 
 import httpx
 
-from runtime import NotFound, RuntimeFailure, VMInfo, VMSpec, hookimpl
+from runtime import (
+    NotFound,
+    RuntimeFailure,
+    VMInfo,
+    VMSpec,
+    hookimpl,
+    spawn_group,
+    terminate_group,
+)
 
 DRIVER_NAME = "firecracker"
 PASSED_ENV = ("PATH", "HOME", "LANG")
@@ -77,7 +85,6 @@ MAX_SOCKET_PATH = 107  # sun_path is 108 bytes including the NUL
 API_TIMEOUT_S = 10.0
 STATUS_TIMEOUT_S = 2.0  # `status` must stay quick even when the VMM hangs
 COMMAND_TIMEOUT_S = 30.0  # ip, cp
-KILL_WAIT_S = 5.0
 POLL_S = 0.05
 
 Argv = list[str]
@@ -353,14 +360,12 @@ class FirecrackerDriver:
                 argv = [self.config.ip_bin, "netns", "exec", vm.netns, *argv]
         console = _open_console(vm.workdir)
         with console:
-            vm.proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
+            vm.proc = await spawn_group(
+                argv,
+                cwd=vm.workdir,
+                env=self.config.base_env,
                 stdout=console,
                 stderr=asyncio.subprocess.STDOUT,
-                cwd=vm.workdir,
-                env=dict(self.config.base_env),
-                start_new_session=True,
             )
         vm.reaper = asyncio.ensure_future(self._reap(vm))
 
@@ -655,59 +660,6 @@ def _number(env: Mapping[str, str], key: str, default: float) -> float:
 def _flag(env: Mapping[str, str], key: str, default: bool) -> bool:
     raw = env.get(key, "").strip().lower()
     return default if not raw else raw not in ("0", "false", "no", "off")
-
-
-# The same process-group handling as plugins/vm_process.py (plugins cannot import each other).
-
-
-async def terminate_group(proc: asyncio.subprocess.Process, grace: float) -> None:
-    """SIGTERM the group led by `proc`, wait up to `grace` s for all of it, then SIGKILL."""
-    loop = asyncio.get_running_loop()
-    _signal_group(proc, signal.SIGTERM)
-    deadline = loop.time() + grace
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(proc.wait(), grace)
-    while group_alive(proc.pid) and loop.time() < deadline:  # noqa: ASYNC110 - polls /proc
-        await asyncio.sleep(POLL_S)
-    _signal_group(proc, signal.SIGKILL)
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(proc.wait(), KILL_WAIT_S)
-    deadline = loop.time() + KILL_WAIT_S
-    while group_alive(proc.pid) and loop.time() < deadline:  # noqa: ASYNC110 - polls /proc
-        await asyncio.sleep(POLL_S)
-
-
-def group_alive(pgid: int) -> bool:
-    """True while a live (non-zombie) process is in process group `pgid` (reads /proc)."""
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    for name in entries:
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
-            return True
-    return False
-
-
-def _signal_group(proc: asyncio.subprocess.Process, sig: signal.Signals) -> None:
-    """Signal the group led by `proc` only while its id cannot have been reused."""
-    if proc.returncode is None or group_alive(proc.pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
 
 
 # --- hooks --------------------------------------------------------------------------------

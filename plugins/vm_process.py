@@ -44,12 +44,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
-from runtime import NotFound, RuntimeFailure, VMInfo, VMSpec, hookimpl
+from runtime import (
+    NotFound,
+    RuntimeFailure,
+    VMInfo,
+    VMSpec,
+    group_alive,
+    hookimpl,
+    spawn_group,
+    terminate_group,
+)
 
 DRIVER_NAME = "process"
 PASSED_ENV = ("PATH", "HOME", "LANG")
-KILL_WAIT_S = 5.0  # how long to wait for the group to vanish after SIGKILL
-POLL_S = 0.05
 
 # Runs in the child: apply the limits to itself, then become the agent command.
 _RLIMIT_WRAPPER = """\
@@ -154,15 +161,7 @@ class ProcessDriver:
         ]
         out, err = _open_logs(workdir)
         with out, err:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                cwd=workdir,
-                env=env,
-                start_new_session=True,
-            )
+            proc = await spawn_group(argv, cwd=workdir, env=env, stdout=out, stderr=err)
         vm = _ProcessVM(vm_id, spec, command, workdir, proc, time.time())
         self._vms[vm_id] = vm
         return self._info(vm)
@@ -229,73 +228,6 @@ class ProcessDriver:
         if code is not None and code < 0:
             details["signal"] = signal.Signals(-code).name
         return VMInfo(vm.vm_id, DRIVER_NAME, state, vm.proc.pid, code, details)
-
-
-# --- process-group helpers ----------------------------------------------------------------
-
-
-async def terminate_group(proc: asyncio.subprocess.Process, grace: float) -> None:
-    """SIGTERM the group led by `proc`, wait up to `grace` s for all of it, then SIGKILL.
-
-    The group id is the leader's pid (the child was started in a new session). Waits are
-    bounded: at most `grace` + KILL_WAIT_S.
-    """
-    loop = asyncio.get_running_loop()
-    pgid = proc.pid
-    _signal_group(proc, signal.SIGTERM)
-    deadline = loop.time() + grace
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(proc.wait(), grace)
-    while group_alive(pgid) and loop.time() < deadline:  # noqa: ASYNC110 - polls /proc
-        await asyncio.sleep(POLL_S)
-    _signal_group(proc, signal.SIGKILL)
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(proc.wait(), KILL_WAIT_S)
-    deadline = loop.time() + KILL_WAIT_S
-    while group_alive(pgid) and loop.time() < deadline:  # noqa: ASYNC110 - polls /proc
-        await asyncio.sleep(POLL_S)
-
-
-def group_alive(pgid: int) -> bool:
-    """True while a live (non-zombie) process is in process group `pgid`.
-
-    Reads /proc so that zombies (e.g. orphaned grandchildren whose new parent has not reaped
-    them yet) do not count; without /proc, falls back to `killpg(pgid, 0)`.
-    """
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    for name in entries:
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # "pid (comm) state ppid pgrp ..."; comm may contain spaces and parentheses.
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
-            return True
-    return False
-
-
-def _signal_group(proc: asyncio.subprocess.Process, sig: signal.Signals) -> None:
-    """Signal the group led by `proc`, but only while its id cannot have been reused.
-
-    The group id stays reserved while the leader is unreaped or any member lives; once the
-    group is gone the number could belong to someone else, so it is left alone.
-    """
-    if proc.returncode is None or group_alive(proc.pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
 
 
 def _open_logs(workdir: Path) -> tuple[BinaryIO, BinaryIO]:

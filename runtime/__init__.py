@@ -31,6 +31,7 @@ from runtime.functions import (
 from runtime.hookspecs import hookimpl
 from runtime.http.body import read_limited_body
 from runtime.http.responses import error_response
+from runtime.processes import group_alive, spawn_group, terminate_group
 from runtime.types import SYSTEM, CallInfo, Identity, VMDriver, VMInfo, VMSpec
 
 if TYPE_CHECKING:
@@ -68,6 +69,7 @@ __all__ = [
     "action",
     "authenticate",
     "error_response",
+    "group_alive",
     "hookimpl",
     "internal_action",
     "internal_mutation",
@@ -77,5 +79,7 @@ __all__ = [
     "query",
     "read_limited_body",
     "sign_token_from_env",
+    "spawn_group",
+    "terminate_group",
     "verify_api_key_secret",
 ]

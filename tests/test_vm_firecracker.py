@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import pytest
 
-from runtime import NotFound, VMDriver, VMSpec
+from runtime import NotFound, VMDriver, VMSpec, group_alive
 
 ROOT = Path(__file__).resolve().parents[1]
 STUB = Path(__file__).resolve().parent / "firecracker_stub.py"
@@ -136,7 +136,7 @@ async def drivers() -> AsyncIterator[list[Any]]:
             finally:
                 for info in await drv.list():
                     pgid = info.details["pgid"]
-                    if pgid and vm_firecracker.group_alive(pgid):
+                    if pgid and group_alive(pgid):
                         os.killpg(pgid, signal.SIGKILL)
 
 

@@ -9,6 +9,7 @@ missing account takes as long to refuse as a wrong password.
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 from argon2 import PasswordHasher
@@ -32,13 +33,16 @@ def normalize_email(email: str) -> str:
     return email.strip().lower()
 
 
-# Made once per load, with today's parameters, so it costs what a real user's hash costs.
-_DUMMY_HASH = _hasher.hash("swarm-runtime dummy password: never matches")
+@functools.cache
+def _dummy_hash() -> str:
+    """Made on first use (not at import: a reload must stay fast), with today's parameters,
+    so checking it costs what checking a real user's hash costs."""
+    return _hasher.hash("swarm-runtime dummy password: never matches")
 
 
 def _verify(password_hash: str | None, password: str) -> bool:
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and bool(password_hash)
+        return _hasher.verify(password_hash or _dummy_hash(), password) and bool(password_hash)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 

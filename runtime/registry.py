@@ -22,6 +22,7 @@ from typing import Any
 
 import msgspec
 
+from runtime import codecache
 from runtime import schema as schema_mod
 from runtime.errors import LoadError
 from runtime.functions import FunctionSpec, Kind, argument_names, spec_of
@@ -75,6 +76,7 @@ class Registry:
     tables: dict[str, Any]
     schema: Any
     modules: tuple[types.ModuleType, ...] = field(default=(), repr=False)
+    schema_digest: str = ""  # of schema.json's bytes: an unchanged file is not re-validated
 
     def diff(self, older: Registry | None) -> tuple[list[str], list[str], list[str]]:
         """(added, changed, removed) function names compared with `older`."""
@@ -142,11 +144,15 @@ def import_package(
         del sys.modules[name]
     problems: list[str] = []
     modules: list[types.ModuleType] = []
+    codecache.install(functions_dir)
     try:
         init = functions_dir / "__init__.py"
         if init.exists():
             spec = importlib.util.spec_from_file_location(
-                package, init, submodule_search_locations=[str(functions_dir)]
+                package,
+                init,
+                loader=codecache.CachingSourceLoader(package, str(init)),
+                submodule_search_locations=[str(functions_dir)],
             )
             assert spec is not None and spec.loader is not None
             root = importlib.util.module_from_spec(spec)
@@ -281,17 +287,31 @@ def content_version(functions_dir: Path, schema_path: Path) -> str:
     return h.hexdigest()
 
 
-def build_registry(functions_dir: Path, schema_path: Path, generation: int) -> Registry:
+def _load_schema(schema_path: Path, previous: Registry | None) -> tuple[Any, Any, str]:
+    """(schema, tables, digest); reuses `previous`'s when schema.json's bytes are unchanged,
+    since validating and compiling it is most of the cost of a reload."""
+    try:
+        digest = hashlib.blake2b(schema_path.read_bytes(), digest_size=16).hexdigest()
+    except OSError:
+        digest = ""
+    if previous is not None and digest and digest == previous.schema_digest:
+        return previous.schema, previous.tables, digest
+    schema = schema_mod.load_schema(schema_path)  # raises LoadError with JSON paths
+    return schema, schema_mod.table_infos(schema), digest
+
+
+def build_registry(
+    functions_dir: Path, schema_path: Path, generation: int, previous: Registry | None = None
+) -> Registry:
     """Load schema.json and every app module; raise LoadError listing every problem."""
     if not functions_dir.is_dir():
         raise LoadError([f"functions directory {functions_dir} does not exist"])
     version = content_version(functions_dir, schema_path)
-    schema = schema_mod.load_schema(schema_path)  # raises LoadError with JSON paths
-    tables = schema_mod.table_infos(schema)
+    schema, tables, digest = _load_schema(schema_path, previous)
     modules, problems, restore = import_package(functions_dir)
     if not problems:
         functions, problems = collect_functions(modules, functions_dir, schema)
     if problems:
         restore()
         raise LoadError(problems)
-    return Registry(version, generation, functions, tables, schema, tuple(modules))
+    return Registry(version, generation, functions, tables, schema, tuple(modules), digest)

@@ -72,7 +72,9 @@ class Reloader:
             started = time.perf_counter()
             generation = (current.generation if current else 0) + 1
             try:
-                registry = build_registry(settings.functions_dir, settings.schema_path, generation)
+                registry = build_registry(
+                    settings.functions_dir, settings.schema_path, generation, previous=current
+                )
                 if current is None or registry.schema.raw != current.schema.raw:
                     migrations = await apply_schema(
                         runtime.pool, registry.schema, allow_destructive=settings.allow_destructive

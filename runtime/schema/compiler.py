@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import functools
 import keyword
 import math
 import re
@@ -43,8 +44,17 @@ from runtime.errors import InvalidArgs, InvalidJSON, LoadError
 from runtime.schema.paths import Path, dotted, problem
 
 ANNOTATIONS = frozenset(
-    {"description", "title", "examples", "default", "$comment", "deprecated", "readOnly",
-     "writeOnly", "x-references"}
+    {
+        "description",
+        "title",
+        "examples",
+        "default",
+        "$comment",
+        "deprecated",
+        "readOnly",
+        "writeOnly",
+        "x-references",
+    }
 )
 STRING_KEYWORDS = frozenset({"minLength", "maxLength", "pattern", "format"})
 NUMBER_KEYWORDS = frozenset(
@@ -55,7 +65,11 @@ OBJECT_KEYWORDS = frozenset(
     {"properties", "required", "additionalProperties", "minProperties", "maxProperties"}
 )
 SUPPORTED = (
-    ANNOTATIONS | STRING_KEYWORDS | NUMBER_KEYWORDS | ARRAY_KEYWORDS | OBJECT_KEYWORDS
+    ANNOTATIONS
+    | STRING_KEYWORDS
+    | NUMBER_KEYWORDS
+    | ARRAY_KEYWORDS
+    | OBJECT_KEYWORDS
     | {"type", "enum", "const", "anyOf", "oneOf"}
 )
 KEYWORDS_BY_TYPE: dict[str, frozenset[str]] = {
@@ -126,7 +140,7 @@ class Compiler:
             for key in schema:
                 for type_name, keywords in KEYWORDS_BY_TYPE.items():
                     if key in keywords:
-                        raise _fail(path, f"keyword {key!r} needs \"type\": \"{type_name}\"")
+                        raise _fail(path, f'keyword {key!r} needs "type": "{type_name}"')
             return Any
         type_list = [types] if isinstance(types, str) else list(types)
         for key in schema:
@@ -190,15 +204,21 @@ class Compiler:
     def _number(self, base: type, schema: dict[str, Any], path: Path) -> Any:
         meta: dict[str, Any] = {}
         integer = base is int
-        for key, name in (("minimum", "ge"), ("maximum", "le"),
-                          ("exclusiveMinimum", "gt"), ("exclusiveMaximum", "lt")):
+        for key, name in (
+            ("minimum", "ge"),
+            ("maximum", "le"),
+            ("exclusiveMinimum", "gt"),
+            ("exclusiveMaximum", "lt"),
+        ):
             if key not in schema:
                 continue
             value = schema[key]
             if integer and value != int(value):  # a fractional bound on an integer
                 name, value = {
-                    "ge": ("ge", math.ceil(value)), "gt": ("ge", math.ceil(value)),
-                    "le": ("le", math.floor(value)), "lt": ("le", math.floor(value)),
+                    "ge": ("ge", math.ceil(value)),
+                    "gt": ("ge", math.ceil(value)),
+                    "le": ("le", math.floor(value)),
+                    "lt": ("le", math.floor(value)),
                 }[name]
             meta[name] = int(value) if integer else value
         if "multipleOf" in schema:
@@ -268,9 +288,7 @@ class Compiler:
             if attr != prop:
                 rename[attr] = prop
             try:
-                fields.append(
-                    self._field(attr, sub, prop in required, (*path, "properties", prop))
-                )
+                fields.append(self._field(attr, sub, prop in required, (*path, "properties", prop)))
             except LoadError as exc:  # report every property's problems, not the first
                 problems += exc.problems
         if problems:
@@ -327,12 +345,15 @@ class Compiler:
             elif isinstance(value, int) and not isinstance(value, bool):
                 json_type = "integer"
             else:
-                raise _fail(where, f"{keyword_} values must be strings, integers or null, "
-                                   f"not {value!r}")
-            if allowed is not None and json_type not in allowed and not (
-                json_type == "integer" and "number" in allowed
+                raise _fail(
+                    where, f"{keyword_} values must be strings, integers or null, not {value!r}"
+                )
+            if (
+                allowed is not None
+                and json_type not in allowed
+                and not (json_type == "integer" and "number" in allowed)
             ):
-                raise _fail(where, f"{value!r} does not match \"type\": {types!r}")
+                raise _fail(where, f'{value!r} does not match "type": {types!r}')
             if value is not None and value not in members:
                 members.append(value)
         if not members:
@@ -366,13 +387,12 @@ def compile_args(
     """
     where: Path = path if path is not None else ("functions", name, "args")
     if not isinstance(schema, dict) or schema.get("type") != "object":
-        raise _fail(where, "function arguments must be an object schema ({\"type\": \"object\"})")
+        raise _fail(where, 'function arguments must be an object schema ({"type": "object"})')
     problems = []
     for arg in schema.get("properties") or {}:
         if not arg.isidentifier() or keyword.iskeyword(arg) or arg == "ctx":
             problems.append(
-                problem((*where, "properties", arg),
-                        f"{arg!r} cannot be a Python keyword argument")
+                problem((*where, "properties", arg), f"{arg!r} cannot be a Python keyword argument")
             )
     if problems:
         raise LoadError(problems)
@@ -392,6 +412,7 @@ def compile_args(
     return compiler.struct(schema, where, f"{ident}__args")
 
 
+@functools.lru_cache(maxsize=4096)
 def make_decoder(struct_type: Any) -> msgspec.json.Decoder[Any]:
     """The JSON decoder for a compiled type; build it once and reuse it."""
     return msgspec.json.Decoder(struct_type)
@@ -447,8 +468,10 @@ def _is_plain(info: mi.Type, top: bool = True) -> bool:
         if not top:
             return False
         for field in info.fields:
-            unset = not field.required and field.default is msgspec.NODEFAULT and (
-                field.default_factory is msgspec.NODEFAULT
+            unset = (
+                not field.required
+                and field.default is msgspec.NODEFAULT
+                and (field.default_factory is msgspec.NODEFAULT)
             )
             if unset or field.encode_name != field.name or not _is_plain(field.type, False):
                 return False
@@ -464,6 +487,7 @@ def _is_plain(info: mi.Type, top: bool = True) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=4096)  # reloads reuse the Structs of an unchanged schema.json
 def kwargs_converter(struct_type: type[msgspec.Struct]) -> Callable[[Any], dict[str, Any]]:
     """The fastest correct `struct -> kwargs` for this Struct, chosen once at load time.
 

@@ -7,6 +7,7 @@ implementations synchronously; `call_first`/`call_all` await the async ones in t
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import inspect
 import sys
@@ -69,10 +70,16 @@ def make_plugin_manager(
             except Exception:
                 problems.append(f"plugin {path.name!r} failed to load:\n{traceback.format_exc()}")
     if entry_points:
-        try:
-            pm.load_setuptools_entrypoints(hookspecs.PROJECT)
-        except Exception:
-            problems.append(f"an entry-point plugin failed to load:\n{traceback.format_exc()}")
+        for entry_point in importlib.metadata.entry_points(group=hookspecs.PROJECT):
+            if pm.get_plugin(entry_point.name) is not None or pm.is_blocked(entry_point.name):
+                continue
+            try:
+                pm.register(entry_point.load(), name=entry_point.name)
+            except Exception:
+                problems.append(
+                    f"entry-point plugin {entry_point.name!r} ({entry_point.value}) failed to "
+                    f"load:\n{traceback.format_exc()}"
+                )
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:

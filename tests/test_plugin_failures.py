@@ -184,3 +184,17 @@ def test_repo_plugins_load(tmp_path: Path) -> None:
     names = {pm.get_name(p) for p in pm.get_plugins()}
     for plugin in ("auth_jwt", "auth_apikey", "rbac", "github_webhooks"):
         assert f"plugins/{plugin}.py" in names
+
+
+def test_routes_hook_failure_names_the_plugin(app_files: AppFiles, database_url: str) -> None:
+    from runtime.engine import Runtime
+    from runtime.http.app import build_app
+
+    app_files.write_plugin(
+        "bad_routes",
+        "from runtime import hookimpl\n\n@hookimpl\ndef routes():\n    raise RuntimeError('x')\n",
+    )
+    runtime = Runtime(app_files.settings(), database_url)
+    with pytest.raises(LoadError) as info:
+        build_app(runtime)
+    assert "plugins/bad_routes.py" in str(info.value) and "'routes'" in str(info.value)

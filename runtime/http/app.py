@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import traceback
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -57,7 +58,12 @@ def plugin_routes(runtime: Runtime) -> list[BaseRoute]:
     seen: dict[str, str] = {}
     for impl in reversed(runtime.plugins.hook.routes.get_hookimpls()):
         plugin = runtime.plugins.get_name(impl.plugin) or impl.plugin_name
-        plugin_routes: list[BaseRoute] = impl.function() or []  # type: ignore[assignment]
+        try:
+            plugin_routes: list[BaseRoute] = impl.function() or []  # type: ignore[assignment]
+        except Exception:
+            raise LoadError(
+                [f"plugin {plugin!r} failed in hook 'routes':\n{traceback.format_exc()}"]
+            ) from None
         for route in plugin_routes:
             path = getattr(route, "path", repr(route))
             if path in seen:

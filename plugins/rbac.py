@@ -357,10 +357,9 @@ async def shutdown(runtime: Any) -> None:
         await asyncio.gather(state.listener, return_exceptions=True)
 
 
-@hookimpl
-async def authorize(identity: Identity, function: Any, runtime: Any) -> bool | None:
-    if identity.kind in ("dev", "system"):
-        return None  # the built-in rule lets them do anything
+async def _roles(identity: Identity, runtime: Any) -> tuple[str, ...]:
+    """The identity's roles; a `users` row overrides the token's, and a deactivated user
+    is refused outright."""
     roles = identity.roles
     if identity.kind == "user" and identity.user_id:
         row = await user_row(runtime, identity.user_id)
@@ -368,6 +367,22 @@ async def authorize(identity: Identity, function: Any, runtime: Any) -> bool | N
             if not row.active:
                 raise Forbidden(f"User {identity.user_id} is deactivated")
             roles = (row.role,) if row.role else ()
+    return roles
+
+
+@hookimpl
+async def resolve_permissions(identity: Identity, runtime: Any) -> frozenset[str] | None:
+    if identity.kind in ("dev", "system"):
+        return None
+    roles = await _roles(identity, runtime)
+    return await permissions_of(runtime, roles) if roles else frozenset()
+
+
+@hookimpl
+async def authorize(identity: Identity, function: Any, runtime: Any) -> bool | None:
+    if identity.kind in ("dev", "system"):
+        return None  # the built-in rule lets them do anything
+    roles = await _roles(identity, runtime)
     needed = function.permission
     if needed is None:
         return None  # authenticated is enough

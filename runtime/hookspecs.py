@@ -54,6 +54,16 @@ async def authorize(identity: Identity, function: FunctionDef, runtime: Any) -> 
     """
 
 
+@hookspec(firstresult=True)
+async def resolve_permissions(identity: Identity, runtime: Any) -> frozenset[str] | None:
+    """Fill in `identity.permissions` (what `ctx.auth.permissions` shows app code).
+
+    Called after `authenticate` returned an identity whose `permissions` is None. Return the
+    set of permission names it holds, or None to leave it unknown. Stops at the first
+    non-None result. Runs on every authenticated call: answer from a cache.
+    """
+
+
 # ---------------------------------------------------------------------------------------
 # Webhooks
 # ---------------------------------------------------------------------------------------

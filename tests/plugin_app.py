@@ -30,7 +30,8 @@ from runtime import mutation, query
 async def whoami(ctx):
     a = ctx.auth
     return {"user_id": a.user_id, "tenant_id": a.tenant_id, "roles": list(a.roles),
-            "kind": a.kind, "key_id": a.key_id}
+            "kind": a.kind, "key_id": a.key_id,
+            "permissions": None if a.permissions is None else sorted(a.permissions)}
 
 
 @mutation(permission="tickets:claim")

@@ -205,6 +205,14 @@ def test_granted_directly_and_by_wildcards(server: LiveServer) -> None:
     assert call(server, "probe.claim", token("viewer", "agent"))[0] == 200  # union of roles
 
 
+def test_ctx_auth_permissions_are_resolved(server: LiveServer) -> None:
+    status, body = call(server, "probe.whoami", token("agent"))
+    assert status == 200
+    assert "tickets:claim" in body["value"]["permissions"]
+    assert "users:admin" not in body["value"]["permissions"]
+    assert call(server, "probe.whoami", token())[1]["value"]["permissions"] == []
+
+
 def test_functions_without_permission_need_only_authentication(server: LiveServer) -> None:
     assert call(server, "probe.whoami", token("viewer"))[0] == 200
     assert call(server, "probe.whoami", token())[0] == 200
@@ -319,7 +327,8 @@ def test_without_listen_connection_every_check_reads_the_tables(server: LiveServ
         loads = state.loads
         for _ in range(3):
             call(server, "probe.claim", token("agent"))
-        assert state.loads == loads + 3
+        # two reads per call: resolve_permissions (ctx.auth.permissions) and authorize
+        assert state.loads == loads + 6
         assert state.permissions == {}
     finally:
         state.listening = True

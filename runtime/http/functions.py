@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -20,9 +21,16 @@ log = logging.getLogger("runtime.http")
 
 
 async def authenticate(request: Request, runtime: Runtime) -> Identity | None:
+    """The caller's identity from the `authenticate` hooks, with its permissions resolved."""
     identity: Identity | None = await call_first(
         runtime.plugins, "authenticate", request=request, runtime=runtime
     )
+    if identity is not None and identity.permissions is None:
+        permissions = await call_first(
+            runtime.plugins, "resolve_permissions", identity=identity, runtime=runtime
+        )
+        if permissions is not None:
+            identity = dataclasses.replace(identity, permissions=frozenset(permissions))
     return identity
 
 

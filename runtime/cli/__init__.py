@@ -7,9 +7,9 @@ import sys
 from collections.abc import Sequence
 
 from runtime import __version__
-from runtime.cli import auth, backup, call, check, migrate, serve, users
+from runtime.cli import auth, backup, call, check, loadtest, migrate, serve, users
 
-COMMAND_MODULES = [serve, check, migrate, auth, call, users, backup]
+COMMAND_MODULES = [serve, check, migrate, auth, call, users, backup, loadtest]
 
 
 def build_parser() -> argparse.ArgumentParser:

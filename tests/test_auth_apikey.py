@@ -98,6 +98,7 @@ def test_key_authenticates_as_api_key_identity(server: LiveServer, header: str) 
         "roles": ["agent"],
         "kind": "api_key",
         "key_id": token[4:20],
+        "permissions": None,  # no rbac plugin in this app
     }
 
 

@@ -124,6 +124,7 @@ def test_hs256_token_becomes_the_identity(server: LiveServer) -> None:
         "roles": ["operator", "viewer"],
         "kind": "user",
         "key_id": None,
+        "permissions": None,  # no rbac plugin in this app
     }
 
 

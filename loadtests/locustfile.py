@@ -3,7 +3,7 @@
 Run by hand against a runtime you started (credentials in the environment, see
 swarm_load/config.py):
 
-    locust -f loadtests/locustfile.py --headless -u 20 -r 5 -t 60s --host http://127.0.0.1:3210
+    locust -f loadtests/locustfile.py --headless -u 40 -r 10 -t 60s --host http://127.0.0.1:3210
 
 User classes and weights: AgentUser 5, DashboardUser 4, OperatorUser 1, GitHubUser 1 (left
 out without SWARM_LT_WEBHOOK_SECRET). The gate (swarm_load/gate.py) sets the exit code:

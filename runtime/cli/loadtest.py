@@ -28,11 +28,12 @@ if TYPE_CHECKING:  # imported lazily: the CLI starts without Locust's dependenci
     from runtime.loadtest.cpu import CpuFigure
     from runtime.loadtest.harness import Credentials, LocalRuntime
 
-DEFAULT_USERS = 20
-DEFAULT_SPAWN_RATE = 5.0
+DEFAULT_USERS = 40
+DEFAULT_SPAWN_RATE = 10.0
 DEFAULT_DURATION = "60s"
 LOCUST_NICE = 10
 BUSY_GENERATOR_PERCENT = 70.0  # of one core: above it, Locust may be what limits the figures
+BUSY_MACHINE_PERCENT = 30.0  # of one core used by processes outside the test: a shared machine
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -319,6 +320,12 @@ def _report(
         notes.append(
             f"Locust used {locust_cpu.percent:.0f}% of a core: the figures may be limited by "
             "the load generator; use fewer users, or run Locust on another machine (--host)"
+        )
+    other = cpu.get("other")
+    if other is not None and other.percent > BUSY_MACHINE_PERCENT:
+        notes.append(
+            f"other processes used {other.percent:.0f}% of a core during the run: latencies "
+            "include waiting for the CPU; rerun on a quiet machine for the runtime's own figures"
         )
     server = server_side(report_dir / "server.log")
     if server is not None:

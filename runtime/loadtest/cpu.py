@@ -4,6 +4,9 @@ A background thread samples the CPU time (user + system) of each process tree �
 process and its children, found again at every sample so workers and PostgreSQL backends
 that come and go are counted — and keeps the sum per tree of the highest time seen for each
 process. Figures are percent of one core over the sampled window (200% = two cores busy).
+A last figure, "other", is the rest of the machine: every CPU second the kernel counted as
+busy minus those of the sampled trees — other people's work on a shared machine, which
+makes latencies worse without showing in the trees.
 """
 
 from __future__ import annotations
@@ -30,6 +33,15 @@ class CpuFigure:
         return 100.0 * self.cpu_s / self.wall_s if self.wall_s > 0 else 0.0
 
 
+OTHER = "other"
+
+
+def _machine_busy_s() -> float:
+    times = psutil.cpu_times()
+    not_busy = ("idle", "iowait", "guest", "guest_nice")  # guest time is also in user time
+    return float(sum(times)) - sum(float(getattr(times, name, 0.0)) for name in not_busy)
+
+
 def _tree(pid: int) -> list[psutil.Process]:
     try:
         root = psutil.Process(pid)
@@ -44,7 +56,7 @@ class CpuSampler:
     def __init__(self, roots: Mapping[str, int | None], interval_s: float = 0.5) -> None:
         self.roots = {name: pid for name, pid in roots.items() if pid}
         self.interval_s = interval_s
-        self.figures = {name: CpuFigure(name) for name in self.roots}
+        self.figures = {name: CpuFigure(name) for name in [*self.roots, OTHER]}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cpu-sampler", daemon=True)
         self._started = 0.0
@@ -72,6 +84,7 @@ class CpuSampler:
             last = now
 
     def _sample(self, elapsed_s: float) -> None:
+        ours = 0.0
         for name, root in self.roots.items():
             figure = self.figures[name]
             for proc in _tree(root):
@@ -87,3 +100,10 @@ class CpuSampler:
                 figure.baseline_s = total
             figure.cpu_s = total - figure.baseline_s
             figure.wall_s = elapsed_s
+            ours += figure.cpu_s
+        other = self.figures[OTHER]
+        busy = _machine_busy_s()
+        if other.baseline_s is None:
+            other.baseline_s = busy
+        other.cpu_s = max(0.0, busy - other.baseline_s - ours)
+        other.wall_s = elapsed_s

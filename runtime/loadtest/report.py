@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,7 +157,8 @@ def table(
         lines += ["", "Most frequent failures:"]
         lines += [f"  {n:>6} x {endpoint}: {error}" for endpoint, error, n in stats.failures[:8]]
     if cpu:
-        lines += ["", "CPU during the run (percent of one core; mean, peak):"]
+        cores = os.cpu_count() or 1
+        lines += ["", f"CPU during the run (percent of one core, of {cores}; mean, peak):"]
         lines += [
             f"  {name:<9} {figure.percent:>5.0f}%  {figure.peak_percent:>5.0f}%"
             f"   ({figure.cpu_s:.1f} s CPU in {figure.wall_s:.1f} s)"

@@ -77,7 +77,7 @@ def test_a_healthy_run_is_go(tmp_path: Path, data_dir: Path) -> None:
     done = loadtest("--p95-ms", "2000", reports=tmp_path, data_dir=data_dir)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "VERDICT: GO" in done.stdout
-    for row in ("POST /agent/claim", "POST /fn/tickets.get_stats", "Aggregated"):
+    for row in ("POST /agent/claim", "POST /fn/tickets.claim_next", "Aggregated"):
         assert row in done.stdout
     for side in ("locust", "server", "postgres"):
         assert f"  {side} " in done.stdout, f"CPU of {side} is reported"

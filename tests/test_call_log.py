@@ -171,3 +171,37 @@ def test_no_argument_value_or_credential_is_logged(
     for line in rendered:
         assert SECRET not in line
         assert dev_token not in line
+
+
+WEBHOOK_PLUGIN = """
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from runtime import hookimpl
+
+async def receive(request):
+    request.app.state.runtime.notify_webhook_delivered("acme", "duplicate", 200, 0.0042)
+    return JSONResponse({"status": "duplicate"})
+
+@hookimpl
+def routes():
+    return [Route("/webhooks/acme", receive, methods=["POST"])]
+"""
+
+
+def test_one_line_per_webhook_delivery(
+    app_files: AppFiles, serve: Callable[..., LiveServer], lines: Lines
+) -> None:
+    app_files.write_plugin("acme_webhooks", WEBHOOK_PLUGIN)
+    server = serve(app_files)
+    with server.client() as client:
+        assert client.post("/webhooks/acme", content=SECRET.encode()).status_code == 200
+    (record,) = [r for r in lines.records if r.name == "runtime.webhooks"]
+    assert record.getMessage() == "acme duplicate 200 4.2 ms"
+    entry = json.loads(JSONFormatter().format(record))
+    assert {k: entry[k] for k in ("provider", "outcome", "status", "duration_ms")} == {
+        "provider": "acme",
+        "outcome": "duplicate",
+        "status": 200,
+        "duration_ms": 4.2,
+    }
+    assert not any(SECRET in line for line in lines.rendered())

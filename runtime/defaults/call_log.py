@@ -6,6 +6,10 @@ production default) the line is one JSON object whose fields are `request_id`, `
 `hot_key_waited` and `tenant_id`; in dev (text format) the message alone reads well:
 `tickets.claim 200 3.1 ms attempts=1 tenant=acme request=5f0c...`.
 
+Webhook deliveries (the `webhook_delivered` hook) get one line each on logger
+`runtime.webhooks`: `provider`, `outcome`, `status`, `duration_ms`
+(`github processed 200 8.4 ms`).
+
 Never logged: argument values, return values, headers or credentials — `CallInfo` carries
 none of them. Silence the lines with `logging.getLogger("runtime.calls").setLevel(WARNING)`
 in a plugin's `startup` hook.
@@ -19,6 +23,7 @@ from runtime.hookspecs import hookimpl
 from runtime.types import CallInfo
 
 log = logging.getLogger("runtime.calls")
+webhook_log = logging.getLogger("runtime.webhooks")
 
 
 @hookimpl
@@ -47,5 +52,27 @@ def call_finished(info: CallInfo) -> None:
             "attempts": info.attempts,
             "hot_key_waited": info.hot_key_waited,
             "tenant_id": info.tenant_id,
+        },
+    )
+
+
+@hookimpl
+def webhook_delivered(provider: str, outcome: str, status: int, duration_s: float) -> None:
+    level = logging.WARNING if status >= 500 else logging.INFO
+    if not webhook_log.isEnabledFor(level):
+        return
+    duration_ms = round(duration_s * 1000, 2)
+    webhook_log.log(
+        level,
+        "%s %s %d %.1f ms",
+        provider,
+        outcome,
+        status,
+        duration_ms,
+        extra={
+            "provider": provider,
+            "outcome": outcome,
+            "status": status,
+            "duration_ms": duration_ms,
         },
     )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import gevent
 from locust import events
 from swarm_load import gate  # noqa: F401  (registers the arguments and the gate)
 from swarm_load.agents import AgentUser
@@ -40,4 +41,4 @@ def _prepare(environment: Any, **_kwargs: Any) -> None:
     except SetupError as exc:
         log.error("cannot prepare the load test's data: %s", exc)
         environment.process_exit_code = 2
-        environment.runner.quit()
+        gevent.spawn(environment.runner.quit)  # not from inside the start: it would be ignored

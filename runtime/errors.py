@@ -18,6 +18,7 @@ class RuntimeFailure(Exception):
 
     status: ClassVar[int] = 500
     code: ClassVar[str] = "internal"
+    attempts: int = 0  # transaction attempts the call used before failing (0: none ran)
 
     def __init__(self, message: str | None = None, details: Any = None) -> None:
         self.message = message or (self.__doc__ or self.code).strip().splitlines()[0]
@@ -89,8 +90,6 @@ class Conflict(RuntimeFailure):
 
 class RetriesExhausted(Conflict):
     """The transaction kept conflicting with concurrent transactions and retries were exhausted."""
-
-    attempts: int = 0
 
 
 class PayloadTooLarge(RuntimeFailure):

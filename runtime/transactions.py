@@ -149,11 +149,17 @@ class Transactor:
                         else:
                             await asyncio.sleep(self.policy.delay(attempt))
                         continue
-                    if decision is Decision.UNKNOWN_OUTCOME:
-                        raise errors.OutcomeUnknown() from exc
-                    raise errors.translate_db_error(exc) from exc
-                except BaseException:
+                    failure = (
+                        errors.OutcomeUnknown()
+                        if decision is Decision.UNKNOWN_OUTCOME
+                        else errors.translate_db_error(exc)
+                    )
+                    failure.attempts = attempt
+                    raise failure from exc
+                except BaseException as exc:
                     await _rollback_quietly(conn)
+                    if isinstance(exc, errors.RuntimeFailure):
+                        exc.attempts = attempt  # e.g. a UserError: reported with its attempts
                     raise
         finally:
             if locked and not conn.closed:

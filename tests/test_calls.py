@@ -228,6 +228,7 @@ def test_user_error_maps_code_to_status(client: httpx.Client) -> None:
     r = client.post("/fn/notes.get", json={"id": "00000000-0000-0000-0000-000000000000"})
     assert r.status_code == 404
     assert error_of(r) == {"code": "not_found", "message": "Note not found"}
+    assert r.headers["x-runtime-attempts"] == "1"  # the transaction ran once, then rolled back
 
 
 def test_wrong_method_405(client: httpx.Client) -> None:

@@ -76,9 +76,21 @@ lint: venv
 	$(BIN)/mypy
 
 bench: deps
+	@command -v wrk >/dev/null 2>&1 || \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y wrk; \
+		else \
+			echo "the benchmarks need wrk: 'sudo apt-get install wrk'" >&2; exit 1; \
+		fi
 	$(BIN)/python -m benchmarks.bench_calls $(ARGS)
 
 bench-reload: deps
+	@command -v wrk >/dev/null 2>&1 || \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y wrk; \
+		else \
+			echo "the benchmarks need wrk: 'sudo apt-get install wrk'" >&2; exit 1; \
+		fi
 	$(BIN)/python -m benchmarks.bench_reload $(ARGS)
 
 loadtest: venv

@@ -108,10 +108,14 @@ def main(argv: list[str]) -> int:
     n = int(argv[0]) if argv else 20_000
     result = bench_validation(n)
     print(f"msgspec decode+validate+kwargs   {result['msgspec_ns']:>10,.0f} ns/call")
-    print(f"jsonschema json.loads+validate   {result['jsonschema_ns']:>10,.0f} ns/call"
-          f"   ({result['ratio']:.0f}x slower)")
-    print(f"  ... with format checking       {result['jsonschema_formats_ns']:>10,.0f} ns/call"
-          f"   ({result['ratio_formats']:.0f}x slower)")
+    print(
+        f"jsonschema json.loads+validate   {result['jsonschema_ns']:>10,.0f} ns/call"
+        f"   ({result['ratio']:.0f}x slower)"
+    )
+    print(
+        f"  ... with format checking       {result['jsonschema_formats_ns']:>10,.0f} ns/call"
+        f"   ({result['ratio_formats']:.0f}x slower)"
+    )
     ok = result["ratio"] >= 25
     print(f"goal msgspec >= 25x faster: {'met' if ok else 'NOT met'}")
     return 0 if ok else 1

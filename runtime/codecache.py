@@ -2,8 +2,8 @@
 
 Every reload imports every app module afresh (new module objects), but only a changed file
 needs compiling again: the loader reuses the code object of a file whose bytes are the same
-as last time. This keeps reloads fast even where bytecode files are not written
-(PYTHONDONTWRITEBYTECODE, read-only checkouts).
+as last time. Bytecode files are neither read nor written for app modules, which keeps
+reloads fast and exact whether or not PYTHONDONTWRITEBYTECODE is set.
 """
 
 from __future__ import annotations
@@ -20,6 +20,14 @@ _MAX_ENTRIES = 4096
 
 
 class CachingSourceLoader(importlib.machinery.SourceFileLoader):
+    """Compiles from the source it reads now, never from `__pycache__`: a `.pyc` is keyed by
+    the source's mtime in whole seconds and its size, so a same-size save within the same
+    second would load the previous code."""
+
+    def get_code(self, fullname: str) -> CodeType:
+        path = self.get_filename(fullname)
+        return self.source_to_code(self.get_data(path), path)
+
     def source_to_code(self, data: Any, path: Any, *, _optimize: int = -1) -> CodeType:  # type: ignore[override]
         key = (str(path), hashlib.blake2b(bytes(data), digest_size=16).digest())
         code = _codes.get(key)

@@ -19,6 +19,10 @@ from watchfiles import awatch
 
 from runtime.reload.filter import SourceFilter
 
+# How long a batch from one watcher waits for the other's (schema.json saved together with a
+# module); within one watcher, `step_ms` of quiet ends a burst.
+MERGE_WINDOW_S = 0.010
+
 
 async def _pump(
     paths: list[Path],
@@ -52,7 +56,7 @@ async def batches(
     stop: asyncio.Event,
     *,
     debounce_ms: int = 300,
-    step_ms: int = 8,
+    step_ms: int = 3,
 ) -> AsyncIterator[set[str]]:
     """Yield sets of changed paths until `stop` is set."""
     flt = SourceFilter(schema_path)
@@ -77,7 +81,8 @@ async def batches(
                 break
             batch = getter.result()
             # a burst that touched both watchers arrives as two batches: merge them
-            await asyncio.sleep(step_ms / 1000)
+            if len(tasks) > 1:
+                await asyncio.sleep(MERGE_WINDOW_S)
             while not queue.empty():
                 batch |= queue.get_nowait()
             yield batch

@@ -16,7 +16,7 @@ FIND_PG := import importlib.util as u, sys; \
 	m.find_binaries()
 
 .DEFAULT_GOAL := help
-.PHONY: help venv pg-binaries deps dev serve test lint bench bench-reload loadtest clean distclean
+.PHONY: help venv pg-binaries deps wrk dev serve test lint bench bench-reload loadtest clean distclean
 
 help:
 	@echo "make dev           run 'swarm-runtime dev' (hot reload, embedded PostgreSQL)"
@@ -75,25 +75,22 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: deps
+# wrk drives the benchmarks' HTTP load (Debian's package, installed when root).
+wrk:
 	@command -v wrk >/dev/null 2>&1 || \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 			apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y wrk; \
 		else \
 			echo "the benchmarks need wrk: 'sudo apt-get install wrk'" >&2; exit 1; \
 		fi
+
+bench: deps wrk
 	$(BIN)/python -m benchmarks.bench_calls $(ARGS)
 
-bench-reload: deps
-	@command -v wrk >/dev/null 2>&1 || \
-		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-			apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y wrk; \
-		else \
-			echo "the benchmarks need wrk: 'sudo apt-get install wrk'" >&2; exit 1; \
-		fi
+bench-reload: deps wrk
 	$(BIN)/python -m benchmarks.bench_reload $(ARGS)
 
-loadtest: venv
+loadtest: deps
 	$(BIN)/swarm-runtime loadtest $(ARGS)
 
 clean:

@@ -49,8 +49,13 @@ import yaml
 SPEC_PATH = Path(__file__).resolve().parent / "fixtures" / "firecracker" / "firecracker-api.yaml"
 STUB_VERSION = "1.17.0-stub"
 JAIL_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
-DEFAULT_MACHINE_CONFIG = {"vcpu_count": 1, "mem_size_mib": 128, "smt": False,
-                          "track_dirty_pages": False, "huge_pages": "None"}
+DEFAULT_MACHINE_CONFIG = {
+    "vcpu_count": 1,
+    "mem_size_mib": 128,
+    "smt": False,
+    "track_dirty_pages": False,
+    "huge_pages": "None",
+}
 AFTER_START = "The requested operation is not supported after starting the microVM."
 BEFORE_START = "The requested operation is not supported before starting the microVM."
 
@@ -210,9 +215,12 @@ class FirecrackerApi:
     # Operations, named after their operationId in the spec.
 
     def op_describeInstance(self, params: dict[str, str], body: Any) -> tuple[int, Any]:
-        info = {"app_name": "Firecracker", "id": self.instance_id,
-                "state": "Running" if self.started else "Not started",
-                "vmm_version": STUB_VERSION}
+        info = {
+            "app_name": "Firecracker",
+            "id": self.instance_id,
+            "state": "Running" if self.started else "Not started",
+            "vmm_version": STUB_VERSION,
+        }
         problem = self.spec.errors({"$ref": "#/definitions/InstanceInfo"}, info)
         assert problem is None, problem  # the stub must answer what the spec promises
         return 200, info
@@ -303,8 +311,11 @@ class FirecrackerApi:
     def _check_machine_config(self, config: dict[str, Any]) -> None:
         vcpus = config["vcpu_count"]
         if config.get("smt") and vcpus > 1 and vcpus % 2:
-            raise Fault(400, "The vCPU number is invalid! The vCPU number can only be 1 or an "
-                        "even number when SMT is enabled.")
+            raise Fault(
+                400,
+                "The vCPU number is invalid! The vCPU number can only be 1 or an "
+                "even number when SMT is enabled.",
+            )
         if config["mem_size_mib"] < 1:
             raise Fault(400, "The memory size (MiB) is invalid.")
 
@@ -316,8 +327,11 @@ class FirecrackerApi:
     @staticmethod
     def _require_same_id(in_path: str, in_body: str) -> None:
         if in_path != in_body:
-            raise Fault(400, f"The id from the path [{in_path}] does not match the id from "
-                        f"the body [{in_body}]!")
+            raise Fault(
+                400,
+                f"The id from the path [{in_path}] does not match the id from "
+                f"the body [{in_body}]!",
+            )
 
     def _log(self, method: str, path: str, body: Any, status: int, answer: Any) -> None:
         if self.request_log is None:

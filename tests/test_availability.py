@@ -10,7 +10,7 @@ from typing import Any
 
 from tests.conftest import AppFiles, LiveServer
 
-SLOW = '''
+SLOW = """
 from runtime import query
 
 @query(public=True)
@@ -22,13 +22,16 @@ async def hold(ctx, seconds: float):
 async def quick(ctx):
     rows = await ctx.sql("SELECT 1 AS one")
     return rows[0]["one"]
-'''
+"""
 SCHEMA: dict[str, Any] = {
     "tables": {},
     "functions": {
         "slow.hold": {
-            "args": {"type": "object", "properties": {"seconds": {"type": "number"}},
-                     "required": ["seconds"]}
+            "args": {
+                "type": "object",
+                "properties": {"seconds": {"type": "number"}},
+                "required": ["seconds"],
+            }
         },
         "slow.quick": {"args": {"type": "object", "properties": {}}},
     },
@@ -45,6 +48,7 @@ def test_pool_exhausted_answers_503_within_the_pool_timeout(
     app_files: AppFiles, serve: Callable[..., LiveServer]
 ) -> None:
     server = serve(slow_app(app_files), pool_min=1, pool_max=1, pool_timeout_s=0.3)
+
     def hold() -> None:
         with server.client() as client:
             client.post("/fn/slow.hold", json={"seconds": 1.5})

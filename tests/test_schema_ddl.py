@@ -70,17 +70,32 @@ CATALOG_COLUMNS = [
     ("tickets", "outputs", "jsonb", True, """'{"a": [1, 2], "b": 1}'::jsonb"""),
 ]
 CATALOG_INDEXES = [
-    ("projects", "projects_pkey",
-     "CREATE UNIQUE INDEX projects_pkey ON public.projects USING btree (_id)"),
-    ("tickets", "tickets__by_depends_on",
-     "CREATE INDEX tickets__by_depends_on ON public.tickets USING gin (depends_on)"),
-    ("tickets", "tickets__by_state",
-     "CREATE INDEX tickets__by_state ON public.tickets USING btree (state)"),
-    ("tickets", "tickets__by_title",
-     "CREATE UNIQUE INDEX tickets__by_title ON public.tickets USING btree "
-     "(title, _creation_time)"),
-    ("tickets", "tickets_pkey",
-     "CREATE UNIQUE INDEX tickets_pkey ON public.tickets USING btree (_id)"),
+    (
+        "projects",
+        "projects_pkey",
+        "CREATE UNIQUE INDEX projects_pkey ON public.projects USING btree (_id)",
+    ),
+    (
+        "tickets",
+        "tickets__by_depends_on",
+        "CREATE INDEX tickets__by_depends_on ON public.tickets USING gin (depends_on)",
+    ),
+    (
+        "tickets",
+        "tickets__by_state",
+        "CREATE INDEX tickets__by_state ON public.tickets USING btree (state)",
+    ),
+    (
+        "tickets",
+        "tickets__by_title",
+        "CREATE UNIQUE INDEX tickets__by_title ON public.tickets USING btree "
+        "(title, _creation_time)",
+    ),
+    (
+        "tickets",
+        "tickets_pkey",
+        "CREATE UNIQUE INDEX tickets_pkey ON public.tickets USING btree (_id)",
+    ),
 ]
 
 
@@ -139,8 +154,9 @@ def test_column_types(schema: dict[str, Any], sql_type: str) -> None:
 
 def test_table_model() -> None:
     tickets = model()["tickets"]
-    columns = {c.name: (c.sql_type, c.not_null, c.default, c.primary_key)
-               for c in tickets.columns.values()}
+    columns = {
+        c.name: (c.sql_type, c.not_null, c.default, c.primary_key) for c in tickets.columns.values()
+    }
     assert columns == {
         "_id": ("uuid", True, "gen_random_uuid()", True),
         "_creation_time": (TSTZ, True, "now()", False),
@@ -161,8 +177,7 @@ def test_table_model() -> None:
 
 
 def test_required_but_nullable_column_is_nullable() -> None:
-    table = table_model("t", {"properties": {"a": {"type": ["string", "null"]}},
-                              "required": ["a"]})
+    table = table_model("t", {"properties": {"a": {"type": ["string", "null"]}}, "required": ["a"]})
     assert not table.columns["a"].not_null
 
 
@@ -185,13 +200,12 @@ def test_plan_for_an_empty_database() -> None:
         '"title" text NOT NULL, "state" text NOT NULL DEFAULT \'draft\', "priority" bigint '
         'DEFAULT -5, "project_id" uuid, "depends_on" uuid[], "outputs" jsonb DEFAULT '
         '\'{"b": 1, "a": [1, 2]}\'::jsonb); COMMENT ON TABLE "tickets" IS \'swarm-runtime: '
-        'schema.json table\'',
+        "schema.json table'",
         'CREATE TABLE IF NOT EXISTS "projects" ("_id" uuid PRIMARY KEY DEFAULT '
         'gen_random_uuid(), "_creation_time" timestamp with time zone NOT NULL DEFAULT now(), '
         '"name" text); COMMENT ON TABLE "projects" IS \'swarm-runtime: schema.json table\'',
         'CREATE INDEX IF NOT EXISTS "tickets__by_state" ON "tickets" USING btree ("state")',
-        'CREATE INDEX IF NOT EXISTS "tickets__by_depends_on" ON "tickets" USING gin '
-        '("depends_on")',
+        'CREATE INDEX IF NOT EXISTS "tickets__by_depends_on" ON "tickets" USING gin ("depends_on")',
         'CREATE UNIQUE INDEX IF NOT EXISTS "tickets__by_title" ON "tickets" USING btree '
         '("title", "_creation_time")',
     ]
@@ -209,8 +223,11 @@ def test_additive_changes() -> None:
     properties["attempts"] = {"type": "integer", "default": 0}
     properties["state"] = {"enum": ["draft", "pending"], "default": "pending"}
     properties["priority"] = {"type": "integer"}
-    schema = changed(properties=properties, required=["title", "state", "attempts"],
-                     indexes={"by_state": ["state", "priority"], "by_note": ["note"]})
+    schema = changed(
+        properties=properties,
+        required=["title", "state", "attempts"],
+        indexes={"by_state": ["state", "priority"], "by_note": ["note"]},
+    )
     schema["tables"]["tickets"]["required"].remove("title")
     plan = diff(model(schema), actual())
     assert plan.destructive == []
@@ -264,8 +281,7 @@ def test_destructive_changes_are_separated_and_refused() -> None:
         'ALTER TABLE "tickets" DROP COLUMN IF EXISTS "project_id"',
         'ALTER TABLE "tickets" ALTER COLUMN "priority" DROP DEFAULT',
         'ALTER TABLE "tickets" ALTER COLUMN "priority" TYPE text USING "priority"::text',
-        'ALTER TABLE "tickets" ALTER COLUMN "depends_on" TYPE jsonb USING to_jsonb('
-        '"depends_on")',
+        'ALTER TABLE "tickets" ALTER COLUMN "depends_on" TYPE jsonb USING to_jsonb("depends_on")',
         'ALTER TABLE "tickets" ALTER COLUMN "outputs" SET NOT NULL',
         'ALTER TABLE "tickets" ADD COLUMN IF NOT EXISTS "owner" text NOT NULL',
     ]
@@ -279,45 +295,59 @@ def test_destructive_changes_are_separated_and_refused() -> None:
     assert info.value.problems[0] == "schema.json would drop table projects"
     assert info.value.problems[-1] == (
         "these changes may lose data or fail on existing rows; review them and re-run with "
-        "--allow-destructive to apply them")
+        "--allow-destructive to apply them"
+    )
     assert describe(plan.to_apply(allow_destructive=True)) == [
         'DROP INDEX IF EXISTS "tickets__by_depends_on"',
         'DROP TABLE IF EXISTS "projects"',
         'ALTER TABLE "tickets" DROP COLUMN IF EXISTS "project_id"',
         'ALTER TABLE "tickets" ALTER COLUMN "priority" DROP DEFAULT',
         'ALTER TABLE "tickets" ALTER COLUMN "priority" TYPE text USING "priority"::text',
-        'ALTER TABLE "tickets" ALTER COLUMN "depends_on" TYPE jsonb USING to_jsonb('
-        '"depends_on")',
+        'ALTER TABLE "tickets" ALTER COLUMN "depends_on" TYPE jsonb USING to_jsonb("depends_on")',
         'ALTER TABLE "tickets" ALTER COLUMN "outputs" SET NOT NULL',
         'ALTER TABLE "tickets" ADD COLUMN IF NOT EXISTS "owner" text NOT NULL',
-        'CREATE INDEX IF NOT EXISTS "tickets__by_depends_on" ON "tickets" USING gin '
-        '("depends_on")',
+        'CREATE INDEX IF NOT EXISTS "tickets__by_depends_on" ON "tickets" USING gin ("depends_on")',
     ]
 
 
 def test_runtime_tables_are_never_touched() -> None:
     current = actual_from_catalog(
-        [*CATALOG_COLUMNS, ("_runtime_jobs", "id", "bigint", False, None)], CATALOG_INDEXES)
+        [*CATALOG_COLUMNS, ("_runtime_jobs", "id", "bigint", False, None)], CATALOG_INDEXES
+    )
     assert "_runtime_jobs" not in current
     current["_runtime_jobs"] = TableModel("_runtime_jobs")
     assert diff(model(), current).is_empty
 
 
 def test_unmanaged_indexes_are_left_alone() -> None:
-    indexes = [*CATALOG_INDEXES,
-               ("tickets", "my_hand_made", "CREATE INDEX my_hand_made ON public.tickets "
-                                           "USING btree (title)")]
+    indexes = [
+        *CATALOG_INDEXES,
+        (
+            "tickets",
+            "my_hand_made",
+            "CREATE INDEX my_hand_made ON public.tickets USING btree (title)",
+        ),
+    ]
     assert diff(model(), actual_from_catalog(CATALOG_COLUMNS, indexes)).is_empty
 
 
 def test_default_literals_with_braces_and_quotes() -> None:
-    schema = changed(properties={
-        "tags": {"type": "array", "items": {"type": "string"}, "default": ["a", "b c"]},
-        "note": {"type": "string", "default": "it's {x} \\ y"},
-    }, required=[], indexes={})
+    schema = changed(
+        properties={
+            "tags": {"type": "array", "items": {"type": "string"}, "default": ["a", "b c"]},
+            "note": {"type": "string", "default": "it's {x} \\ y"},
+        },
+        required=[],
+        indexes={},
+    )
     plan = diff(model(schema), {})
-    assert describe(plan.statements)[0].split("; COMMENT")[0].endswith(
-        '"tags" text[] DEFAULT \'{a,"b c"}\', "note" text DEFAULT E\'it\'\'s {x} \\\\ y\')')
+    assert (
+        describe(plan.statements)[0]
+        .split("; COMMENT")[0]
+        .endswith(
+            "\"tags\" text[] DEFAULT '{a,\"b c\"}', \"note\" text DEFAULT E'it''s {x} \\\\ y')"
+        )
+    )
 
 
 # -- defaults as PostgreSQL renders them --------------------------------------------------
@@ -334,22 +364,30 @@ def test_default_literals_with_braces_and_quotes() -> None:
         ("double precision", "1e+20", "'100000000000000000000'::numeric", True),
         ("double precision", "1.5", "1.5", True),
         ("boolean", "false", "false", True),
-        ("jsonb", """'{"b": 1, "a": [1, 2]}'::jsonb""", """'{"a": [1, 2], "b": 1}'::jsonb""",
-         True),
+        ("jsonb", """'{"b": 1, "a": [1, 2]}'::jsonb""", """'{"a": [1, 2], "b": 1}'::jsonb""", True),
         ("jsonb", """'{"b": 1}'::jsonb""", """'{"b": 2}'::jsonb""", False),
         ("text[]", "'{a,\"b c\"}'", "'{a,\"b c\"}'::text[]", True),
         ("bigint[]", "'{1,2}'::int2[]", "'{1,2}'::smallint[]", True),
-        (TSTZ, "'2024-01-01T10:00:00+02:00'",
-         "'2024-01-01 08:00:00+00'::timestamp with time zone", True),
-        ("uuid", "'00000000-0000-0000-0000-00000000000A'",
-         "'00000000-0000-0000-0000-00000000000a'::uuid", True),
+        (
+            TSTZ,
+            "'2024-01-01T10:00:00+02:00'",
+            "'2024-01-01 08:00:00+00'::timestamp with time zone",
+            True,
+        ),
+        (
+            "uuid",
+            "'00000000-0000-0000-0000-00000000000A'",
+            "'00000000-0000-0000-0000-00000000000a'::uuid",
+            True,
+        ),
         ("text", None, None, True),
         ("text", "'x'", None, False),
         ("bigint", "'x'", "'y'", False),
     ],
 )
-def test_defaults_equal(sql_type: str, desired: str | None, actual: str | None,
-                        equal: bool) -> None:
+def test_defaults_equal(
+    sql_type: str, desired: str | None, actual: str | None, equal: bool
+) -> None:
     assert defaults_equal(sql_type, desired, actual) is equal
 
 
@@ -372,13 +410,28 @@ def test_parse_queries() -> None:
 
 def test_actual_from_catalog_accepts_dict_rows_and_information_schema_spellings() -> None:
     rows: list[dict[str, Any]] = [
-        {"table_name": "t", "column_name": "a", "data_type": "_uuid", "is_nullable": "YES",
-         "column_default": None},
-        {"table_name": "t", "column_name": "b", "data_type": "timestamptz",
-         "is_nullable": "NO", "column_default": "now()"},
+        {
+            "table_name": "t",
+            "column_name": "a",
+            "data_type": "_uuid",
+            "is_nullable": "YES",
+            "column_default": None,
+        },
+        {
+            "table_name": "t",
+            "column_name": "b",
+            "data_type": "timestamptz",
+            "is_nullable": "NO",
+            "column_default": "now()",
+        },
     ]
-    index_rows = [{"tablename": "t", "indexname": "t__by_a",
-                   "indexdef": "CREATE INDEX t__by_a ON public.t USING gin (a)"}]
+    index_rows = [
+        {
+            "tablename": "t",
+            "indexname": "t__by_a",
+            "indexdef": "CREATE INDEX t__by_a ON public.t USING gin (a)",
+        }
+    ]
     (table,) = actual_from_catalog(rows, index_rows).values()
     assert table.columns["a"].sql_type == "uuid[]" and not table.columns["a"].not_null
     assert table.columns["b"].sql_type == TSTZ and table.columns["b"].not_null
@@ -387,22 +440,33 @@ def test_actual_from_catalog_accepts_dict_rows_and_information_schema_spellings(
 
 @pytest.mark.parametrize(
     ("name", "normalized"),
-    [("int8", "bigint"), ("_text", "text[]"), ("float8", "double precision"),
-     ("bool", "boolean"), ("BIGINT", "bigint"), ("timestamptz[]", f"{TSTZ}[]")],
+    [
+        ("int8", "bigint"),
+        ("_text", "text[]"),
+        ("float8", "double precision"),
+        ("bool", "boolean"),
+        ("BIGINT", "bigint"),
+        ("timestamptz[]", f"{TSTZ}[]"),
+    ],
 )
 def test_normalize_type(name: str, normalized: str) -> None:
     assert normalize_type(name) == normalized
 
 
 def test_parse_indexdef() -> None:
-    assert parse_indexdef(
-        'CREATE UNIQUE INDEX "t__x" ON public.t USING btree ("order", b)'
-    ) == (True, "btree", ("order", "b"))
+    assert parse_indexdef('CREATE UNIQUE INDEX "t__x" ON public.t USING btree ("order", b)') == (
+        True,
+        "btree",
+        ("order", "b"),
+    )
     assert parse_indexdef(
         "CREATE INDEX t__x ON public.t USING btree (a) WHERE (a IS NOT NULL)"
     ) == (False, "btree", ("a", "WHERE (a IS NOT NULL)"))
     assert parse_indexdef("CREATE INDEX t__x ON public.t USING btree (lower(a), b)") == (
-        False, "btree", ("lower(a)", "b"))
+        False,
+        "btree",
+        ("lower(a)", "b"),
+    )
     assert parse_indexdef("nonsense") is None
     # an index whose definition cannot be read is rebuilt
     indexes = [row for row in CATALOG_INDEXES if row[1] != "tickets__by_state"]

@@ -70,7 +70,10 @@ def test_design_example_loads() -> None:
     assert set(doc.functions) == {"tickets.claim"}
     assert doc.functions["tickets.claim"]["returns"] == {"type": "object"}
     assert doc.args_types["tickets.claim"].__struct_fields__ == (
-        "ticket_id", "vm_id", "assignee_type")
+        "ticket_id",
+        "vm_id",
+        "assignee_type",
+    )
     assert doc.source is None
     assert len(doc.version) == 64
     assert doc.version == load_schema(copy.deepcopy(DESIGN_EXAMPLE)).version
@@ -99,28 +102,47 @@ def test_table_infos_for_ctx_db() -> None:
     assert info.indexes == {"by_state": ("state",), "by_project_state": ("project_id", "state")}
     assert info.model.jsonb_columns == frozenset({"outputs"})
     assert info.validate_document({"title": "t", "state": "draft"}, partial=False) == {
-        "title": "t", "state": "draft"}
+        "title": "t",
+        "state": "draft",
+    }
 
 
 def test_refs_to_top_level_defs_are_inlined() -> None:
-    doc = with_changes(**{"$defs": {
-        "state": {"enum": ["draft", "pending"]},
-        "id": {"type": "string", "format": "uuid"},
-    }})
-    doc["tables"]["tickets"]["properties"]["state"] = {"$ref": "#/$defs/state",
-                                                       "description": "lifecycle"}
+    doc = with_changes(
+        **{
+            "$defs": {
+                "state": {"enum": ["draft", "pending"]},
+                "id": {"type": "string", "format": "uuid"},
+            }
+        }
+    )
+    doc["tables"]["tickets"]["properties"]["state"] = {
+        "$ref": "#/$defs/state",
+        "description": "lifecycle",
+    }
     doc["functions"]["tickets.claim"]["args"]["properties"]["ticket_id"] = {"$ref": "#/$defs/id"}
     loaded = load_schema(doc)
     assert loaded.tables["tickets"]["properties"]["state"] == {
-        "enum": ["draft", "pending"], "description": "lifecycle"}
+        "enum": ["draft", "pending"],
+        "description": "lifecycle",
+    }
     assert loaded.functions["tickets.claim"]["args"]["properties"]["ticket_id"] == {
-        "type": "string", "format": "uuid"}
+        "type": "string",
+        "format": "uuid",
+    }
     assert loaded.raw["tables"]["tickets"]["properties"]["state"]["$ref"] == "#/$defs/state"
 
 
 def test_ref_problems() -> None:
-    doc = with_changes(**{"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"},
-                                    "s": {"type": "string"}}})
+    doc = with_changes(
+        **{
+            "$defs": {
+                "a": {"$ref": "#/$defs/b"},
+                "b": {"$ref": "#/$defs/a"},
+                "s": {"type": "string"},
+            }
+        }
+    )
     props = doc["functions"]["tickets.claim"]["args"]["properties"]
     props["x"] = {"$ref": "#/$defs/nope"}
     props["y"] = {"$ref": "#/$defs/a"}
@@ -129,8 +151,10 @@ def test_ref_problems() -> None:
     where = "functions.tickets.claim.args.properties"
     assert f"{where}.x.$ref: unknown reference '#/$defs/nope' (defined: a, b, s)" in problems
     assert any(p.startswith("$defs.b.$ref: circular reference a -> b -> a") for p in problems)
-    assert (f"{where}.z.type: conflicts with 'type' of '#/$defs/s'; a keyword next to $ref "
-            "must not contradict the definition") in problems
+    assert (
+        f"{where}.z.type: conflicts with 'type' of '#/$defs/s'; a keyword next to $ref "
+        "must not contradict the definition"
+    ) in problems
 
 
 def test_invalid_json_names_line_and_column(tmp_path: Path) -> None:
@@ -144,8 +168,9 @@ def test_invalid_json_names_line_and_column(tmp_path: Path) -> None:
 
 def test_duplicate_keys_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "schema.json"
-    path.write_text('{"functions": {"a": {"args": {"type": "object"}}, '
-                    '"a": {"args": {"type": "object"}}}}')
+    path.write_text(
+        '{"functions": {"a": {"args": {"type": "object"}}, "a": {"args": {"type": "object"}}}}'
+    )
     assert problems_of(path) == [f"{path}: invalid JSON: duplicate key 'a'"]
 
 
@@ -196,8 +221,7 @@ def test_unsupported_keywords_anywhere_are_named() -> None:
         "functions.tickets.claim.args.properties.a: unsupported JSON Schema keyword "
         "'patternProperties'",
         "functions.tickets.claim.args.properties.b.items: unsupported JSON Schema keyword 'if'",
-        "functions.tickets.claim.args.properties.b.items: unsupported JSON Schema keyword "
-        "'then'",
+        "functions.tickets.claim.args.properties.b.items: unsupported JSON Schema keyword 'then'",
         "functions.tickets.claim.args.properties.c: unsupported JSON Schema keyword "
         "'dependentRequired'",
     ]
@@ -265,7 +289,10 @@ def test_compile_problems_are_reported_by_load() -> None:
     doc["functions"]["tickets.claim"]["args"]["properties"]["ctx"] = {"type": "string"}
     doc["functions"]["tickets.claim"]["returns"] = {"type": "string", "minimum": 1}
     doc["tables"]["tickets"]["properties"]["when"] = {
-        "type": "string", "format": "date-time", "maxLength": 30}
+        "type": "string",
+        "format": "date-time",
+        "maxLength": 30,
+    }
     assert problems_of(doc) == [
         "tables.tickets.properties.when: maxLength cannot be combined with format 'date-time'",
         "functions.tickets.claim.args.properties.ctx: 'ctx' cannot be a Python keyword argument",
@@ -273,15 +300,20 @@ def test_compile_problems_are_reported_by_load() -> None:
     ]
     del doc["functions"]["tickets.claim"]["args"]["properties"]["ctx"]
     problems = problems_of(doc)
-    assert "functions.tickets.claim.args.properties.ratio.enum[0]: enum values must be " \
-           "strings, integers or null, not 0.5" in problems
+    assert (
+        "functions.tickets.claim.args.properties.ratio.enum[0]: enum values must be "
+        "strings, integers or null, not 0.5" in problems
+    )
 
 
 def test_table_defaults_are_checked() -> None:
     doc = with_changes()
     doc["tables"]["tickets"]["properties"]["score"] = {"type": "integer", "default": "high"}
     doc["tables"]["tickets"]["properties"]["tags"] = {
-        "type": "array", "items": {"type": "string"}, "default": [1]}
+        "type": "array",
+        "items": {"type": "string"},
+        "default": [1],
+    }
     assert problems_of(doc) == [
         "tables.tickets.properties.score.default: default 'high' is invalid: Expected `int`, "
         "got `str`",

@@ -171,6 +171,7 @@ async def test_stop_escalates_to_sigkill_when_sigterm_is_ignored(tmp_path: Path)
     script = "trap '' TERM; echo ready; while :; do sleep 0.1; done"
     info = await drv.spawn(spec(["sh", "-c", script]))
     try:
+
         async def ready() -> bool:
             return read(info.details["stdout"]) == "ready\n"
 

@@ -128,7 +128,9 @@ def actual_from_catalog(
             continue
         model = tables.setdefault(table, TableModel(table))
         model.columns[column] = Column(
-            column, normalize_type(data_type), not_null=not _nullable(is_nullable),
+            column,
+            normalize_type(data_type),
+            not_null=not _nullable(is_nullable),
             default=default,
         )
     for row in index_rows:

@@ -143,8 +143,9 @@ def _alter(table: str, action: sql.Composable) -> sql.Composed:
 
 def _alter_column(table: str, column: str, action: str) -> sql.Composed:
     # `action` may hold a default literal with braces: compose, never `.format()` it.
-    return _alter(table, sql.Composed([sql.SQL("ALTER COLUMN "), _ident(column),
-                                       sql.SQL(" " + action)]))
+    return _alter(
+        table, sql.Composed([sql.SQL("ALTER COLUMN "), _ident(column), sql.SQL(" " + action)])
+    )
 
 
 # -- default comparison -------------------------------------------------------------------
@@ -215,77 +216,119 @@ def _column_changes(table: str, want: Column, have: Column, plan: Plan) -> bool:
             if want.sql_type == "jsonb"
             else sql.Composed([_ident(want.name), sql.SQL("::" + want.sql_type)])
         )
-        statements.append(_alter(table, sql.Composed([
-            sql.SQL("ALTER COLUMN "), _ident(want.name),
-            sql.SQL(f" TYPE {want.sql_type} USING "), using,
-        ])))
+        statements.append(
+            _alter(
+                table,
+                sql.Composed(
+                    [
+                        sql.SQL("ALTER COLUMN "),
+                        _ident(want.name),
+                        sql.SQL(f" TYPE {want.sql_type} USING "),
+                        using,
+                    ]
+                ),
+            )
+        )
         if want.default is not None:
             statements.append(_alter_column(table, want.name, "SET DEFAULT " + want.default))
-        plan.changes.append(Change(
-            f"change type of {where} from {have.sql_type} to {want.sql_type}",
-            tuple(statements), True, ALTER_COLUMN,
-        ))
+        plan.changes.append(
+            Change(
+                f"change type of {where} from {have.sql_type} to {want.sql_type}",
+                tuple(statements),
+                True,
+                ALTER_COLUMN,
+            )
+        )
     elif not defaults_equal(want.sql_type, want.default, have.default):
         if want.default is None:
-            plan.changes.append(Change(
-                f"drop default of {where}",
-                (_alter_column(table, want.name, "DROP DEFAULT"),), False, ALTER_COLUMN,
-            ))
+            plan.changes.append(
+                Change(
+                    f"drop default of {where}",
+                    (_alter_column(table, want.name, "DROP DEFAULT"),),
+                    False,
+                    ALTER_COLUMN,
+                )
+            )
         else:
-            plan.changes.append(Change(
-                f"set default of {where} to {want.default}",
-                (_alter_column(table, want.name, "SET DEFAULT " + want.default),),
-                False, ALTER_COLUMN,
-            ))
+            plan.changes.append(
+                Change(
+                    f"set default of {where} to {want.default}",
+                    (_alter_column(table, want.name, "SET DEFAULT " + want.default),),
+                    False,
+                    ALTER_COLUMN,
+                )
+            )
     if want.not_null and not have.not_null and not want.primary_key:
-        plan.changes.append(Change(
-            f"set NOT NULL on {where} (fails if a row holds NULL)",
-            (_alter_column(table, want.name, "SET NOT NULL"),), True, ALTER_COLUMN,
-        ))
+        plan.changes.append(
+            Change(
+                f"set NOT NULL on {where} (fails if a row holds NULL)",
+                (_alter_column(table, want.name, "SET NOT NULL"),),
+                True,
+                ALTER_COLUMN,
+            )
+        )
     elif have.not_null and not want.not_null:
-        plan.changes.append(Change(
-            f"drop NOT NULL on {where}",
-            (_alter_column(table, want.name, "DROP NOT NULL"),), False, ALTER_COLUMN,
-        ))
+        plan.changes.append(
+            Change(
+                f"drop NOT NULL on {where}",
+                (_alter_column(table, want.name, "DROP NOT NULL"),),
+                False,
+                ALTER_COLUMN,
+            )
+        )
     return want.sql_type != have.sql_type
 
 
 def _add_column(table: str, column: Column, plan: Plan) -> None:
-    statement = _alter(table, sql.SQL("ADD COLUMN IF NOT EXISTS {}").format(
-        column_definition(column)))
+    statement = _alter(
+        table, sql.SQL("ADD COLUMN IF NOT EXISTS {}").format(column_definition(column))
+    )
     where = f"{table}.{column.name}"
     if column.not_null and column.default is None:
-        plan.changes.append(Change(
-            f"add NOT NULL column {where} without default (fails if the table has rows)",
-            (statement,), True, ALTER_COLUMN,
-        ))
+        plan.changes.append(
+            Change(
+                f"add NOT NULL column {where} without default (fails if the table has rows)",
+                (statement,),
+                True,
+                ALTER_COLUMN,
+            )
+        )
     else:
-        plan.changes.append(Change(
-            f"add column {where} {_describe_column(column)}", (statement,), False, ALTER_COLUMN
-        ))
+        plan.changes.append(
+            Change(
+                f"add column {where} {_describe_column(column)}", (statement,), False, ALTER_COLUMN
+            )
+        )
 
 
 def _index_changes(want: TableModel, have: TableModel, retyped: set[str], plan: Plan) -> None:
     for name, index in want.indexes.items():
         current = have.indexes.get(name)
         if current is None:
-            plan.changes.append(Change(
-                f"create index {name}", (create_index(index),), False, CREATE_INDEX))
-        elif (
-            (current.columns, current.unique, current.method)
-            != (index.columns, index.unique, index.method)
-            or retyped & set(index.columns)
-        ):
-            plan.changes.append(Change(
-                f"drop index {name} (its definition changed)",
-                (drop_index(current),), False, DROP_INDEX,
-            ))
-            plan.changes.append(Change(
-                f"create index {name}", (create_index(index),), False, CREATE_INDEX))
+            plan.changes.append(
+                Change(f"create index {name}", (create_index(index),), False, CREATE_INDEX)
+            )
+        elif (current.columns, current.unique, current.method) != (
+            index.columns,
+            index.unique,
+            index.method,
+        ) or retyped & set(index.columns):
+            plan.changes.append(
+                Change(
+                    f"drop index {name} (its definition changed)",
+                    (drop_index(current),),
+                    False,
+                    DROP_INDEX,
+                )
+            )
+            plan.changes.append(
+                Change(f"create index {name}", (create_index(index),), False, CREATE_INDEX)
+            )
     for name, index in have.indexes.items():
         if name not in want.indexes:
-            plan.changes.append(Change(
-                f"drop index {name}", (drop_index(index),), False, DROP_INDEX))
+            plan.changes.append(
+                Change(f"drop index {name}", (drop_index(index),), False, DROP_INDEX)
+            )
 
 
 def diff(desired: Mapping[str, TableModel], actual: Mapping[str, TableModel]) -> Plan:
@@ -294,11 +337,15 @@ def diff(desired: Mapping[str, TableModel], actual: Mapping[str, TableModel]) ->
     for name, want in desired.items():
         have = actual.get(name)
         if have is None:
-            plan.changes.append(Change(
-                f"create table {name}", (create_table(want),), False, CREATE_TABLE))
+            plan.changes.append(
+                Change(f"create table {name}", (create_table(want),), False, CREATE_TABLE)
+            )
             for index in want.indexes.values():
-                plan.changes.append(Change(
-                    f"create index {index.name}", (create_index(index),), False, CREATE_INDEX))
+                plan.changes.append(
+                    Change(
+                        f"create index {index.name}", (create_index(index),), False, CREATE_INDEX
+                    )
+                )
             continue
         retyped: set[str] = set()
         for column in want.columns.values():
@@ -308,19 +355,30 @@ def diff(desired: Mapping[str, TableModel], actual: Mapping[str, TableModel]) ->
                 retyped.add(column.name)
         for column in have.columns.values():
             if column.name not in want.columns:
-                plan.changes.append(Change(
-                    f"drop column {name}.{column.name}",
-                    (_alter(name, sql.SQL("DROP COLUMN IF EXISTS {}").format(
-                        _ident(column.name))),),
-                    True, DROP_COLUMN,
-                ))
+                plan.changes.append(
+                    Change(
+                        f"drop column {name}.{column.name}",
+                        (
+                            _alter(
+                                name,
+                                sql.SQL("DROP COLUMN IF EXISTS {}").format(_ident(column.name)),
+                            ),
+                        ),
+                        True,
+                        DROP_COLUMN,
+                    )
+                )
         _index_changes(want, have, retyped, plan)
     for name in actual:
         if name not in desired and not name.startswith(RUNTIME_TABLE_PREFIX):
-            plan.changes.append(Change(
-                f"drop table {name}",
-                (sql.SQL("DROP TABLE IF EXISTS {}").format(_ident(name)),), True, DROP_TABLE,
-            ))
+            plan.changes.append(
+                Change(
+                    f"drop table {name}",
+                    (sql.SQL("DROP TABLE IF EXISTS {}").format(_ident(name)),),
+                    True,
+                    DROP_TABLE,
+                )
+            )
     return plan
 
 

@@ -54,8 +54,9 @@ class DocumentValidator:
         problems: list[str] = []
         for name, schema in properties.items():
             try:
-                tp = compile_type(schema, path=("tables", table, "properties", name),
-                                  prefix=prefix, bigint=True)
+                tp = compile_type(
+                    schema, path=("tables", table, "properties", name), prefix=prefix, bigint=True
+                )
             except LoadError as exc:
                 problems += exc.problems
                 continue
@@ -63,8 +64,7 @@ class DocumentValidator:
             has_default = isinstance(schema, dict) and schema.get("default") is not None
             if has_default:
                 try:  # the database applies it; it must still be a valid value
-                    Compiler.default(tp, schema["default"],
-                                     ("tables", table, "properties", name))
+                    Compiler.default(tp, schema["default"], ("tables", table, "properties", name))
                 except LoadError as exc:
                     problems += exc.problems
             if isinstance(schema, dict) and "enum" in schema:

@@ -139,7 +139,8 @@ def _meta_messages(error: jsonschema.ValidationError) -> list[str]:
         known = schema.get("properties", {})
         patterns = list(schema.get("patternProperties", {}))
         extras = [
-            k for k in error.instance
+            k
+            for k in error.instance
             if k not in known and not any(re.search(p, k) for p in patterns)
         ]
         if schema.get("x-kind") == "schema":
@@ -175,15 +176,18 @@ def _table_problems(name: str, table: dict[str, Any], table_names: set[str]) -> 
     properties: dict[str, Any] = table.get("properties") or {}
     for column, schema in properties.items():
         if column.startswith("_"):
-            problems.append(problem(
-                (*where, "properties", column),
-                "column names starting with '_' are reserved for the runtime "
-                f"({', '.join(SYSTEM_COLUMNS)})",
-            ))
+            problems.append(
+                problem(
+                    (*where, "properties", column),
+                    "column names starting with '_' are reserved for the runtime "
+                    f"({', '.join(SYSTEM_COLUMNS)})",
+                )
+            )
         ref = schema.get("x-references") if isinstance(schema, dict) else None
         if isinstance(ref, str) and ref not in table_names:
-            problems.append(problem(
-                (*where, "properties", column, "x-references"), f"unknown table {ref!r}"))
+            problems.append(
+                problem((*where, "properties", column, "x-references"), f"unknown table {ref!r}")
+            )
     for i, column in enumerate(table.get("required", [])):
         if column not in properties:
             problems.append(problem((*where, "required", i), f"{column!r} is not in properties"))
@@ -191,21 +195,24 @@ def _table_problems(name: str, table: dict[str, Any], table_names: set[str]) -> 
         columns, _ = index_spec(spec)
         for column in columns:
             if column not in properties and column not in SYSTEM_COLUMNS:
-                problems.append(problem(
-                    (*where, "indexes", index), f"unknown column {column!r}"))
+                problems.append(problem((*where, "indexes", index), f"unknown column {column!r}"))
         full = index_name(name, index)
         if len(full.encode()) > MAX_IDENTIFIER:
-            problems.append(problem(
-                (*where, "indexes", index),
-                f"index name {full!r} is longer than PostgreSQL's {MAX_IDENTIFIER} bytes; "
-                "shorten the table or index name",
-            ))
+            problems.append(
+                problem(
+                    (*where, "indexes", index),
+                    f"index name {full!r} is longer than PostgreSQL's {MAX_IDENTIFIER} bytes; "
+                    "shorten the table or index name",
+                )
+            )
         jsonb = [c for c in columns if c in properties and column_type(properties[c]) == "jsonb"]
         if len(columns) > 1 and jsonb:
-            problems.append(problem(
-                (*where, "indexes", index),
-                f"jsonb column {jsonb[0]!r} can only be indexed alone (with a GIN index)",
-            ))
+            problems.append(
+                problem(
+                    (*where, "indexes", index),
+                    f"jsonb column {jsonb[0]!r} can only be indexed alone (with a GIN index)",
+                )
+            )
     return problems
 
 

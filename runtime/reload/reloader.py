@@ -81,23 +81,19 @@ class Reloader:
                     )
                 else:
                     migrations = []
-            except LoadError as exc:
-                outcome = ReloadOutcome(
-                    ok=False,
-                    version=current.version if current else "-",
-                    generation=current.generation if current else 0,
-                    duration_ms=(time.perf_counter() - started) * 1000,
-                    changed_files=changed_files or [],
-                    error="\n".join(exc.problems),
-                )
             except Exception as exc:
+                error = (
+                    "\n".join(exc.problems)
+                    if isinstance(exc, LoadError)
+                    else "".join(traceback.format_exception_only(exc)).strip()
+                )
                 outcome = ReloadOutcome(
                     ok=False,
                     version=current.version if current else "-",
                     generation=current.generation if current else 0,
                     duration_ms=(time.perf_counter() - started) * 1000,
                     changed_files=changed_files or [],
-                    error="".join(traceback.format_exception_only(exc)).strip(),
+                    error=error,
                 )
             else:
                 added, changed, removed = registry.diff(current)

@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,13 @@ def _admin(url: str) -> psycopg.Connection[Any]:
     return psycopg.connect(url, autocommit=True)
 
 
+def sql(url: str, text: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Run one statement on `url` (autocommit); its rows, or [] when it returns none."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        cur = conn.execute(text, params or None)
+        return cur.fetchall() if cur.description else []
+
+
 def _with_dbname(url: str, name: str) -> str:
     info = psycopg.conninfo.conninfo_to_dict(url)
     info["dbname"] = name
@@ -64,9 +72,9 @@ def template_db(pg_server: str) -> str:
     return name
 
 
-@pytest.fixture
-def database_url(pg_server: str, template_db: str) -> Iterator[str]:
-    """A fresh, empty database for one test, dropped afterwards."""
+@contextmanager
+def fresh_database(pg_server: str, template_db: str) -> Iterator[str]:
+    """The URL of a new database cloned from the template, dropped on exit."""
     name = f"swarm_test_{uuid.uuid4().hex[:12]}"
     with _admin(pg_server) as conn:
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
@@ -75,6 +83,13 @@ def database_url(pg_server: str, template_db: str) -> Iterator[str]:
     finally:
         with _admin(pg_server) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def database_url(pg_server: str, template_db: str) -> Iterator[str]:
+    """A fresh, empty database for one test, dropped afterwards."""
+    with fresh_database(pg_server, template_db) as url:
+        yield url
 
 
 @dataclass

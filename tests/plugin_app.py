@@ -12,15 +12,12 @@ import json
 import os
 import shutil
 import sys
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
-from tests.conftest import REPO, AppFiles, LiveServer, _admin, _with_dbname
+from tests.conftest import REPO, AppFiles, LiveServer, fresh_database
 
 PROBE = """
 from runtime import mutation, query
@@ -95,18 +92,6 @@ def install(
 
 
 @contextmanager
-def fresh_database(pg_server: str, template_db: str) -> Iterator[str]:
-    name = f"swarm_test_{uuid.uuid4().hex[:12]}"
-    with _admin(pg_server) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-    try:
-        yield _with_dbname(pg_server, name)
-    finally:
-        with _admin(pg_server) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@contextmanager
 def module_server(
     pg_server: str, template_db: str, files: AppFiles, **overrides: Any
 ) -> Iterator[LiveServer]:
@@ -117,12 +102,6 @@ def module_server(
             yield server
         finally:
             server.stop()
-
-
-def sql(url: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url, autocommit=True) as conn:
-        cur = conn.execute(query, params or None)
-        return cur.fetchall() if cur.description else []
 
 
 def cli_env(**extra: str) -> dict[str, str]:

@@ -10,20 +10,25 @@ import httpx
 import pytest
 
 from tests.conftest import AppFiles, LiveServer
-from tests.swarm_app import Api, bounded_gather, install_swarm_app, sql, token
+from tests.swarm_app import (
+    TICKET_PLUGINS,
+    TICKETS,
+    Api,
+    api_fixture,
+    bounded_gather,
+    install,
+    sql,
+    token,
+)
 from tests.test_tickets import insert_pending, pending_ticket
 
 
 @pytest.fixture
 def server(app_files: AppFiles, serve: Callable[..., LiveServer]) -> LiveServer:
-    return serve(install_swarm_app(app_files), pool_max=10)
+    return serve(install(app_files, TICKETS, TICKET_PLUGINS), pool_max=10)
 
 
-@pytest.fixture
-def api(server: LiveServer) -> Iterator[Api]:
-    client = Api(server.url, token("acme", "operator", "alice"))
-    yield client
-    client.close()
+api = api_fixture(token("acme", "operator", "alice"))
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ from runtime.auth.apikeys import (
     parse_api_key,
     verify_api_key_secret,
 )
-from tests.conftest import AppFiles, LiveServer
-from tests.plugin_app import CLI, cli_env, install, module_server, sql
+from tests.conftest import AppFiles, LiveServer, sql
+from tests.plugin_app import CLI, cli_env, install, module_server
 
 KEY = re.compile(r"swk_[0-9a-f]{16}_[A-Za-z0-9_-]{43}")
 

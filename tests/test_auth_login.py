@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import jwt
 import pytest
 
 from tests.conftest import REPO, AppFiles, LiveServer
-from tests.swarm_platform import Api, install, sql, token
+from tests.swarm_app import JWT_SECRET, Api, api_fixture, install, sql, token, use_jwt_secret
 
-SECRET = "test-secret-" + "s" * 40
 INVALID = {"code": "unauthenticated", "message": "Invalid email or password"}
 
 
@@ -22,25 +21,12 @@ INVALID = {"code": "unauthenticated", "message": "Invalid email or password"}
 def server(
     app_files: AppFiles, serve: Callable[..., LiveServer], monkeypatch: pytest.MonkeyPatch
 ) -> LiveServer:
-    monkeypatch.setenv("RUNTIME_JWT_SECRET", SECRET)
-    for name in ("RUNTIME_JWT_ISSUER", "RUNTIME_JWT_AUDIENCE", "RUNTIME_JWT_TTL_S"):
-        monkeypatch.delenv(name, raising=False)
-    install(app_files, ["auth", "users"])
-    return serve(app_files)
+    use_jwt_secret(monkeypatch)
+    return serve(install(app_files, ["auth", "users"]))
 
 
-@pytest.fixture
-def admin(server: LiveServer) -> Iterator[Api]:
-    api = Api(server.url, token("acme", "admin", "admin-1"))
-    yield api
-    api.close()
-
-
-@pytest.fixture
-def anonymous(server: LiveServer) -> Iterator[Api]:
-    api = Api(server.url, None)
-    yield api
-    api.close()
+admin = api_fixture(token("acme", "admin", "admin-1"))
+anonymous = api_fixture(None)
 
 
 def add_user(admin: Api, email: str, password: str = "correct horse", role: str = "operator"):
@@ -54,7 +40,7 @@ def test_login_returns_a_jwt_for_the_user(admin: Api, anonymous: Api, database_u
     value = anonymous.ok("auth.login", email="ann@example.com", password="correct horse")
     assert value["token_type"] == "bearer"
     assert value["user"]["_id"] == user["_id"] and "password_hash" not in value["user"]
-    claims = jwt.decode(value["token"], SECRET, algorithms=["HS256"])
+    claims = jwt.decode(value["token"], JWT_SECRET, algorithms=["HS256"])
     assert claims["sub"] == user["_id"]
     assert claims["tenant_id"] == "acme"
     assert claims["roles"] == ["operator"]
@@ -159,7 +145,7 @@ def test_login_token_is_accepted_by_the_jwt_plugin(
     plugin = REPO / "plugins" / "auth_jwt.py"
     if not plugin.exists():
         pytest.skip("plugins/auth_jwt.py is not in this checkout")
-    monkeypatch.setenv("RUNTIME_JWT_SECRET", SECRET)
+    monkeypatch.setenv("RUNTIME_JWT_SECRET", JWT_SECRET)
     for name in (
         "RUNTIME_JWT_ISSUER",
         "RUNTIME_JWT_AUDIENCE",

@@ -2,32 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
 from tests.conftest import AppFiles, LiveServer
-from tests.swarm_platform import Api, insert_project, install, token
+from tests.swarm_app import Api, api_fixture, insert_project, install, token
 
 
 @pytest.fixture
 def server(app_files: AppFiles, serve: Callable[..., LiveServer]) -> LiveServer:
-    install(app_files, ["design_sessions"])
-    return serve(app_files)
+    return serve(install(app_files, ["design_sessions"]))
 
 
-@pytest.fixture
-def acme(server: LiveServer) -> Iterator[Api]:
-    api = Api(server.url, token("acme", "operator", "alice"))
-    yield api
-    api.close()
-
-
-@pytest.fixture
-def other(server: LiveServer) -> Iterator[Api]:
-    api = Api(server.url, token("globex", "operator", "mallory"))
-    yield api
-    api.close()
+acme = api_fixture(token("acme", "operator", "alice"))
+other = api_fixture(token("globex", "operator", "mallory"))
 
 
 def test_create_update_and_list(acme: Api, database_url: str) -> None:

@@ -7,14 +7,14 @@ import hashlib
 import hmac
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.conftest import REPO, AppFiles, LiveServer
-from tests.swarm_app import Api, install_swarm_app, sql, token
+from tests.swarm_app import TICKETS, Api, api_fixture, install, sql, token
 from tests.test_tickets import new_ticket, pending_ticket
 
 SECRET = "tickets-webhook-secret"
@@ -26,15 +26,10 @@ def server(
     app_files: AppFiles, serve: Callable[..., LiveServer], monkeypatch: pytest.MonkeyPatch
 ) -> LiveServer:
     monkeypatch.setenv("GITHUB_WEBHOOK_SECRET", SECRET)
-    install_swarm_app(app_files, plugins=("agent_routes", "github_webhooks"))
-    return serve(app_files)
+    return serve(install(app_files, TICKETS, ["agent_routes", "github_webhooks"]))
 
 
-@pytest.fixture
-def api(server: LiveServer) -> Iterator[Api]:
-    client = Api(server.url, token("acme", "operator", "alice"))
-    yield client
-    client.close()
+api = api_fixture(token("acme", "operator", "alice"))
 
 
 def pull_request_closed(url: str, merged: bool) -> bytes:

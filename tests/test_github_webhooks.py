@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import REPO, AppFiles, LiveServer
-from tests.plugin_app import install, module_server, repo_function_entry, repo_tables, sql
+from tests.conftest import REPO, AppFiles, LiveServer, sql
+from tests.plugin_app import install, module_server, repo_function_entry, repo_tables
 
 FIXTURES = Path(__file__).parent / "fixtures" / "github"
 SECRET = "webhook-secret-1"

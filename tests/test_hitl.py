@@ -3,32 +3,21 @@ decided and from which address, and tenant isolation."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
 from tests.conftest import AppFiles, LiveServer
-from tests.swarm_platform import Api, insert_ticket, install, sql, token
+from tests.swarm_app import Api, api_fixture, insert_ticket, install, sql, token
 
 
 @pytest.fixture
 def server(app_files: AppFiles, serve: Callable[..., LiveServer]) -> LiveServer:
-    install(app_files, ["hitl"])
-    return serve(app_files)
+    return serve(install(app_files, ["hitl"]))
 
 
-@pytest.fixture
-def acme(server: LiveServer) -> Iterator[Api]:
-    api = Api(server.url, token("acme", "operator", "alice"))
-    yield api
-    api.close()
-
-
-@pytest.fixture
-def other(server: LiveServer) -> Iterator[Api]:
-    api = Api(server.url, token("globex", "operator", "mallory"))
-    yield api
-    api.close()
+acme = api_fixture(token("acme", "operator", "alice"))
+other = api_fixture(token("globex", "operator", "mallory"))
 
 
 def pages(api: Api, fn: str, session_id: str, limit: int) -> list[list[dict]]:

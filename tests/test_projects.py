@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
 from tests.conftest import AppFiles, LiveServer
-from tests.swarm_app import Api, install_swarm_app, token
+from tests.swarm_app import TICKET_PLUGINS, TICKETS, Api, api_fixture, install, token
 
 
 @pytest.fixture
 def server(app_files: AppFiles, serve: Callable[..., LiveServer]) -> LiveServer:
-    return serve(install_swarm_app(app_files))
+    return serve(install(app_files, TICKETS, TICKET_PLUGINS))
 
 
-@pytest.fixture
-def api(server: LiveServer) -> Iterator[Api]:
-    client = Api(server.url, token("acme", "operator", "alice"))
-    yield client
-    client.close()
+api = api_fixture(token("acme", "operator", "alice"))
 
 
 def test_create_and_get(api: Api) -> None:

@@ -15,8 +15,8 @@ import pytest
 
 from runtime.auth.keystore import create_key
 from runtime.auth.tokens import sign_token
-from tests.conftest import AppFiles, LiveServer
-from tests.plugin_app import JWT_SECRET, install, module_server, sql
+from tests.conftest import AppFiles, LiveServer, sql
+from tests.plugin_app import JWT_SECRET, install, module_server
 
 PLUGINS = ("auth_jwt", "auth_apikey", "rbac")
 EXTRA = """

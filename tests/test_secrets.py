@@ -6,13 +6,13 @@ from __future__ import annotations
 import base64
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
 from runtime.logs import JSONFormatter
 from tests.conftest import AppFiles, LiveServer
-from tests.swarm_platform import Api, install, sql, token
+from tests.swarm_app import Api, api_fixture, install, sql, token
 
 VALUE = "hunter2-" + "Zq9" * 5  # distinctive, so any leak is found by substring
 
@@ -29,22 +29,11 @@ def server(
     app_files: AppFiles, serve: Callable[..., LiveServer], monkeypatch: pytest.MonkeyPatch
 ) -> LiveServer:
     monkeypatch.setenv("RUNTIME_SECRETS_KEY", f"k1:{K1}")
-    install(app_files, ["secrets"])
-    return serve(app_files)
+    return serve(install(app_files, ["secrets"]))
 
 
-@pytest.fixture
-def acme(server: LiveServer) -> Iterator[Api]:
-    api = Api(server.url, token("acme", "admin", "alice"))
-    yield api
-    api.close()
-
-
-@pytest.fixture
-def other(server: LiveServer) -> Iterator[Api]:
-    api = Api(server.url, token("globex", "admin", "mallory"))
-    yield api
-    api.close()
+acme = api_fixture(token("acme", "admin", "alice"))
+other = api_fixture(token("globex", "admin", "mallory"))
 
 
 def test_set_get_list_delete(acme: Api) -> None:

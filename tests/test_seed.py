@@ -11,7 +11,7 @@ from typing import Any
 
 from runtime.cli.call import call_function
 from tests.conftest import REPO, AppFiles
-from tests.swarm_app import install_swarm_app, sql
+from tests.swarm_app import TICKET_PLUGINS, TICKET_STATES, TICKETS, install, sql
 
 
 def seed(files: AppFiles, database_url: str, **args: Any) -> Any:
@@ -19,7 +19,7 @@ def seed(files: AppFiles, database_url: str, **args: Any) -> Any:
 
 
 def test_demo_data_is_consistent_and_seeded_once(app_files: AppFiles, database_url: str) -> None:
-    install_swarm_app(app_files)
+    install(app_files, TICKETS, TICKET_PLUGINS)
     report = seed(app_files, database_url)["tenants"]
     assert set(report) == {"acme", "globex"}
     for tenant, r in report.items():
@@ -31,17 +31,7 @@ def test_demo_data_is_consistent_and_seeded_once(app_files: AppFiles, database_u
         )
     states = dict(sql(database_url, "SELECT state, count(*) FROM tickets GROUP BY state"))
     assert sum(states.values()) == 300
-    assert set(states) == {
-        "draft",
-        "pending",
-        "claimed",
-        "in_progress",
-        "review",
-        "completed",
-        "failed",
-        "blocked",
-        "hold",
-    }
+    assert set(states) == TICKET_STATES
     assert sql(database_url, "SELECT tenant_id, count(*) FROM users GROUP BY 1 ORDER BY 1") == [
         ("acme", 4),
         ("globex", 4),
@@ -90,7 +80,7 @@ def test_demo_data_is_consistent_and_seeded_once(app_files: AppFiles, database_u
 
 
 def test_seed_other_tenants(app_files: AppFiles, database_url: str) -> None:
-    install_swarm_app(app_files)
+    install(app_files, TICKETS, TICKET_PLUGINS)
     report = seed(app_files, database_url, tenants=["initech"], tickets_per_project=10)["tenants"]
     assert report["initech"]["tickets"] == 30
     assert sql(database_url, "SELECT DISTINCT tenant_id FROM tickets") == [("initech",)]
@@ -122,7 +112,7 @@ def _cli(files: AppFiles, database_url: str, *argv: str) -> subprocess.Completed
 
 
 def test_cli_seed_and_call(app_files: AppFiles, database_url: str) -> None:
-    install_swarm_app(app_files)
+    install(app_files, TICKETS, TICKET_PLUGINS)
     out = _cli(
         app_files, database_url, "seed", "--demo", "--tenant", "acme", "--tickets-per-project", "20"
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,12 +15,22 @@ import pytest
 
 from runtime.cli.call import call_function
 from tests.conftest import AppFiles, LiveServer
-from tests.swarm_app import Api, bounded_gather, install_swarm_app, sql, token
+from tests.swarm_app import (
+    TICKET_PLUGINS,
+    TICKET_STATES,
+    TICKETS,
+    Api,
+    api_fixture,
+    bounded_gather,
+    install,
+    sql,
+    token,
+)
 
 
 @pytest.fixture
 def swarm(app_files: AppFiles) -> AppFiles:
-    return install_swarm_app(app_files)
+    return install(app_files, TICKETS, TICKET_PLUGINS)
 
 
 @pytest.fixture
@@ -28,11 +38,7 @@ def server(swarm: AppFiles, serve: Callable[..., LiveServer]) -> LiveServer:
     return serve(swarm, pool_max=10)
 
 
-@pytest.fixture
-def api(server: LiveServer) -> Iterator[Api]:
-    client = Api(server.url, token("acme", "operator", "alice"))
-    yield client
-    client.close()
+api = api_fixture(token("acme", "operator", "alice"))
 
 
 def new_ticket(api: Api, title: str = "Fix the login form", **args: Any) -> dict[str, Any]:
@@ -120,17 +126,7 @@ def test_full_lifecycle(api: Api) -> None:
     assert api.ok("tickets.get_by_vm", vm_id="vm-7") is None
     stats = api.ok("tickets.get_stats", project_id=project["_id"])
     assert stats["total"] == 1 and stats["by_state"]["completed"] == 1
-    assert set(stats["by_state"]) == {
-        "draft",
-        "pending",
-        "claimed",
-        "in_progress",
-        "review",
-        "completed",
-        "failed",
-        "blocked",
-        "hold",
-    }
+    assert set(stats["by_state"]) == TICKET_STATES
     err = api.error("tickets.complete", 409, ticket_id=ticket["_id"])
     assert err["message"] == "Cannot complete ticket in state: completed"
 

@@ -6,23 +6,20 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import AppFiles, LiveServer
-from tests.swarm_platform import Api, install, sql, token
+from tests.swarm_app import Api, api_fixture, install, sql, token, use_jwt_secret
 
 CLI = str(Path(sys.executable).with_name("swarm-runtime"))
-SECRET = "test-secret-" + "s" * 40
 
 
 @pytest.fixture
 def app(app_files: AppFiles, monkeypatch: pytest.MonkeyPatch) -> AppFiles:
-    monkeypatch.setenv("RUNTIME_JWT_SECRET", SECRET)
-    for name in ("RUNTIME_JWT_ISSUER", "RUNTIME_JWT_AUDIENCE", "RUNTIME_JWT_TTL_S"):
-        monkeypatch.delenv(name, raising=False)
+    use_jwt_secret(monkeypatch)
     return install(app_files, ["auth", "users"])
 
 
@@ -153,18 +150,8 @@ def server(app: AppFiles, serve: Callable[..., LiveServer]) -> LiveServer:
     return serve(app)
 
 
-@pytest.fixture
-def admin(server: LiveServer) -> Iterator[Api]:
-    api = Api(server.url, token("acme", "admin", "admin-1"))
-    yield api
-    api.close()
-
-
-@pytest.fixture
-def other(server: LiveServer) -> Iterator[Api]:
-    api = Api(server.url, token("globex", "admin", "mallory"))
-    yield api
-    api.close()
+admin = api_fixture(token("acme", "admin", "admin-1"))
+other = api_fixture(token("globex", "admin", "mallory"))
 
 
 def test_list_is_per_tenant_and_paginated(admin: Api, other: Api) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, AppFiles, LiveServer
-from tests.swarm_platform import Api, insert_ticket, install, sql, token
+from tests.swarm_app import Api, api_fixture, insert_ticket, install, sql, token
 
 RUNTIME_URL = "http://runtime.test:3210"
 AGENT = """
@@ -75,22 +75,11 @@ def vm_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def server(app_files: AppFiles, serve: Callable[..., LiveServer], vm_data: Path) -> LiveServer:
-    install(app_files, ["vms", "_ticket_ops", "tickets"], plugins=["vm_process"])
-    return serve(app_files)
+    return serve(install(app_files, ["vms", "_ticket_ops", "tickets"], plugins=["vm_process"]))
 
 
-@pytest.fixture
-def acme(server: LiveServer) -> Iterator[Api]:
-    api = Api(server.url, token("acme", "operator", "alice"))
-    yield api
-    api.close()
-
-
-@pytest.fixture
-def other(server: LiveServer) -> Iterator[Api]:
-    api = Api(server.url, token("globex", "operator", "mallory"))
-    yield api
-    api.close()
+acme = api_fixture(token("acme", "operator", "alice"))
+other = api_fixture(token("globex", "operator", "mallory"))
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ import uuid
 from typing import Any
 
 from locust import between, task
-from locust.contrib.fasthttp import FastHttpUser
 
 from swarm_load import api
+from swarm_load.base import SwarmUser
 from swarm_load.config import AGENT_KEYS, RoundRobin
 
 KEYS = RoundRobin(AGENT_KEYS)
@@ -25,11 +25,9 @@ _SPAWNED = itertools.count()  # greenlets share one thread: no lock needed
 FAIL_SHARE = 0.15
 
 
-class AgentUser(FastHttpUser):
+class AgentUser(SwarmUser):
     weight = 5
     wait_time = between(0.2, 1.0)
-    network_timeout = 10.0
-    connection_timeout = 5.0
 
     def on_start(self) -> None:
         self.headers = {"x-api-key": KEYS.next()}

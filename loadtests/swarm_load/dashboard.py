@@ -6,26 +6,18 @@ from __future__ import annotations
 import random
 
 from locust import between, task
-from locust.contrib.fasthttp import FastHttpUser
 
 from swarm_load import api
-from swarm_load.config import VIEWER_TOKENS, RoundRobin, tenant_of
-from swarm_load.world import WORLD, Tenant
+from swarm_load.base import TenantUser
+from swarm_load.config import VIEWER_TOKENS, RoundRobin
 
-TOKENS = RoundRobin(VIEWER_TOKENS)
 BOARD_STATES = ("pending", "in_progress", "review", "completed")
 
 
-class DashboardUser(FastHttpUser):
+class DashboardUser(TenantUser):
     weight = 4
     wait_time = between(0.5, 2.0)
-    network_timeout = 10.0
-    connection_timeout = 5.0
-
-    def on_start(self) -> None:
-        token = TOKENS.next()
-        self.headers = api.bearer(token)
-        self.tenant: Tenant = WORLD[tenant_of(token)]
+    tokens = RoundRobin(VIEWER_TOKENS)
 
     @task(3)
     def stats(self) -> None:

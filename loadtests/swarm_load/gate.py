@@ -2,46 +2,21 @@
 
 Go needs the aggregate and every endpoint under `--p95-ms` with an error rate under
 `--max-error-rate`, at least one request, and no exception in the users' own code (a
-broken load generator measures nothing). Locust has no built-in threshold: the `quitting`
-listener sets `environment.process_exit_code` (0 go, 1 no-go).
+broken load generator measures nothing). The rule itself is `runtime.loadtest.report`'s, the
+one `swarm-runtime loadtest` applies to the CSV it prints. Locust has no built-in threshold:
+the `quitting` listener sets `environment.process_exit_code` (0 go, 1 no-go).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 from locust import events
 
+from runtime.loadtest.report import AGGREGATED, Row, Stats, verdict
+
 log = logging.getLogger("swarm_load.gate")
-
-
-@dataclass(frozen=True)
-class Row:
-    name: str
-    requests: int
-    failures: int
-    p95_ms: float
-    p99_ms: float
-    rps: float
-
-    @property
-    def error_rate(self) -> float:
-        return self.failures / self.requests if self.requests else 0.0
-
-
-def verdict(rows: list[Row], total: Row, p95_ms: float, max_error_rate: float) -> list[str]:
-    """Why the run is no-go; empty when it is go."""
-    reasons = []
-    if total.requests == 0:
-        reasons.append("no request was made")
-    for row in [*rows, total]:
-        if row.requests and row.p95_ms >= p95_ms:
-            reasons.append(f"{row.name}: p95 {row.p95_ms:.0f} ms >= {p95_ms:g} ms")
-        if row.requests and row.error_rate >= max_error_rate:
-            reasons.append(f"{row.name}: error rate {row.error_rate:.2%} >= {max_error_rate:.2%}")
-    return reasons
 
 
 def _row(entry: Any, name: str) -> Row:
@@ -80,7 +55,8 @@ def _gate(environment: Any, **_kwargs: Any) -> None:
     options = environment.parsed_options
     stats = environment.stats
     rows = [_row(e, f"{e.method} {e.name}") for e in stats.entries.values()]
-    reasons = verdict(rows, _row(stats.total, "Aggregated"), options.p95_ms, options.max_error_rate)
+    measured = Stats(rows, _row(stats.total, AGGREGATED), failures=[])
+    reasons = verdict(measured, options.p95_ms, options.max_error_rate)
     exceptions = sum(e["count"] for e in environment.runner.exceptions.values())
     if exceptions:
         reasons.append(f"{exceptions} exception(s) in the users' code (see the log)")

@@ -17,9 +17,9 @@ import uuid
 from typing import Any
 
 from locust import between, task
-from locust.contrib.fasthttp import FastHttpUser
 
 from swarm_load import api
+from swarm_load.base import SwarmUser
 from swarm_load.config import GITHUB_FIXTURES, WEBHOOK_SECRET
 from swarm_load.world import pr_urls
 
@@ -32,11 +32,9 @@ def _fixture(name: str) -> dict[str, Any]:
     return payload
 
 
-class GitHubUser(FastHttpUser):
+class GitHubUser(SwarmUser):
     weight = 1
     wait_time = between(1.0, 3.0)
-    network_timeout = 10.0
-    connection_timeout = 5.0
 
     def on_start(self) -> None:
         self.closed = _fixture("pull_request.closed")

@@ -7,27 +7,19 @@ import random
 import uuid
 
 from locust import between, task
-from locust.contrib.fasthttp import FastHttpUser
 
 from swarm_load import api
-from swarm_load.config import OPERATOR_TOKENS, RoundRobin, tenant_of
-from swarm_load.world import WORLD, Tenant
+from swarm_load.base import TenantUser
+from swarm_load.config import OPERATOR_TOKENS, RoundRobin
 
-TOKENS = RoundRobin(OPERATOR_TOKENS)
 VERBS = ("Add", "Fix", "Refactor", "Document", "Test")
 TOPICS = ("the billing export", "login throttling", "the webhook retries", "search paging")
 
 
-class OperatorUser(FastHttpUser):
+class OperatorUser(TenantUser):
     weight = 1
     wait_time = between(1.0, 3.0)
-    network_timeout = 10.0
-    connection_timeout = 5.0
-
-    def on_start(self) -> None:
-        token = TOKENS.next()
-        self.headers = api.bearer(token)
-        self.tenant: Tenant = WORLD[tenant_of(token)]
+    tokens = RoundRobin(OPERATOR_TOKENS)
 
     @task(5)
     def file_ticket(self) -> None:

@@ -1,8 +1,8 @@
 """Locust's CSV statistics into the go/no-go table and verdict.
 
-The rule (the same as loadtests/swarm_load/gate.py applies inside Locust): go when the
-aggregate and every endpoint have a p95 below `p95_ms` and an error rate below
-`max_error_rate`, and at least one request was made.
+The rule: go when the aggregate and every endpoint have a p95 below `p95_ms` and an error
+rate below `max_error_rate`, and at least one request was made. `verdict` is its one home:
+loadtests/swarm_load/gate.py applies it inside Locust too, to Locust's live statistics.
 """
 
 from __future__ import annotations

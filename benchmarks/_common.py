@@ -1,4 +1,5 @@
-"""What both benchmarks share: the embedded cluster, server processes, wrk, and small stats.
+"""What the benchmarks share: the embedded cluster, server processes, wrk, the run's time
+limit and admin token, and small stats.
 
 Everything here is bounded in time and only ever signals processes this module started (by
 their PID, or the process group it created for them); every server listens on 127.0.0.1.
@@ -10,6 +11,7 @@ import contextlib
 import json
 import math
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -17,7 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +166,51 @@ class Server:
         self._log.close()
 
 
+@contextlib.contextmanager
+def servers_stopped() -> Iterator[dict[str, Server]]:
+    """A dict to put the servers a run starts in; every one of them is stopped on exit."""
+    servers: dict[str, Server] = {}
+    try:
+        yield servers
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
+# -- the run ------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def time_limit(minutes: float) -> Iterator[None]:
+    """Raise TimeoutError in the main thread after `minutes` (SIGALRM); cancelled on exit."""
+
+    def expired(signum: int, frame: Any) -> None:
+        raise TimeoutError("benchmark exceeded --max-minutes")
+
+    signal.signal(signal.SIGALRM, expired)
+    signal.alarm(int(minutes * 60))
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+
+
+def admin_token() -> str:
+    """A random token for this run: the servers get it as BENCH_ADMIN_TOKEN
+    (benchmarks/app/plugins/bench_admin.py), and `runtime_status` sends it."""
+    return "bench_" + secrets.token_urlsafe(24)
+
+
+def runtime_status(server: Server, token: str) -> dict[str, Any]:
+    """The runtime's `GET /_runtime/status`, as the benchmark's admin."""
+    status: dict[str, Any] = httpx.get(
+        server.base + "/_runtime/status",
+        headers={"authorization": f"Bearer {token}"},
+        timeout=5,
+    ).json()
+    return status
+
+
 # -- wrk ----------------------------------------------------------------------------------
 
 
@@ -243,6 +290,17 @@ def percentile(values: Sequence[float], p: float) -> float:
     ordered = sorted(values)
     rank = max(1, min(len(ordered), math.ceil(p / 100 * len(ordered))))
     return float(ordered[rank - 1])
+
+
+def per_call_ns(fn: Callable[[], object], n: int = 20_000, repeat: int = 5) -> float:
+    """Best of `repeat` runs of `n` calls, in nanoseconds per call."""
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter_ns()
+        for _ in range(n):
+            fn()
+        best = min(best, (time.perf_counter_ns() - start) / n)
+    return best
 
 
 def ms(us: float) -> str:

@@ -32,15 +32,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import secrets
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 
 from benchmarks._common import (
@@ -49,13 +46,17 @@ from benchmarks._common import (
     LUA_DIR,
     VENV_BIN,
     Server,
+    admin_token,
     cpu_seconds,
     embedded_postgres,
     free_port,
     fresh_database,
     median,
     run_wrk,
+    runtime_status,
     say,
+    servers_stopped,
+    time_limit,
     wrk_argv,
     wrk_binary,
 )
@@ -230,22 +231,48 @@ def medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def warm_up(
+    servers: dict[str, Server],
+    path: str,
+    ids_file: Path,
+    *,
+    connections: int,
+    duration: float,
+    threads: int,
+) -> None:
+    """One unrecorded wrk run per server over `ids_file`: prepared statements made, pool at size."""
+    for name, server in servers.items():
+        measure(
+            server,
+            path,
+            LUA_DIR / "ids.lua",
+            connections=connections,
+            duration=duration,
+            threads=threads,
+            script_args=[str(ids_file)],
+        )
+        say(f"warmed up {name} ({duration:.0f} s)")
+
+
 def interleaved(
     servers: dict[str, Server],
     path: str,
-    script: Path,
+    ids_file: Path,
     rounds: int,
+    prefix: str = "round ",
     **kwargs: Any,
 ) -> dict[str, list[dict[str, Any]]]:
-    """`rounds` rounds per server, alternating which goes first (A B, B A, A B ...)."""
+    """`rounds` wrk runs per server over `ids_file`, rotating which goes first: A B, B A, A B
+    ... for two servers; A B C, B C A, C A B ... for three. `kwargs` go to `measure`."""
     names = list(servers)
     results: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+    script, script_args = LUA_DIR / "ids.lua", [str(ids_file)]
     for i in range(rounds):
-        order = names if i % 2 == 0 else names[::-1]
+        order = names[i % len(names) :] + names[: i % len(names)]
         for name in order:
-            r = measure(servers[name], path, script, **kwargs)
+            r = measure(servers[name], path, script, script_args=script_args, **kwargs)
             results[name].append(r)
-            say(line(f"round {i + 1} {name}", r))
+            say(line(f"{prefix}{i + 1} {name}", r))
     return results
 
 
@@ -323,12 +350,11 @@ def low_contention(
     results = interleaved(
         servers,
         "/fn/bench.touch",
-        LUA_DIR / "ids.lua",
+        ids_file,
         a.rounds,
         connections=a.connections,
         duration=a.duration,
         threads=a.threads,
-        script_args=[str(ids_file)],
     )
     summary = {n: medians(r) for n, r in results.items()}
     ratios = ratio_block(results)
@@ -361,12 +387,11 @@ def hot_keys(
     results = interleaved(
         servers,
         "/fn/bench.hot",
-        LUA_DIR / "ids.lua",
+        hot_file,
         a.hot_rounds,
         connections=a.hot_connections,
         duration=a.hot_duration,
         threads=a.threads,
-        script_args=[str(hot_file)],
     )
     summary = {n: medians(r) for n, r in results.items()}
     say("  -- medians (non-2xx and socket errors summed over rounds) --")
@@ -383,11 +408,7 @@ def hot_keys(
     )
     ok = rt["non2xx"] == 0 and rt["socket_errors"] == 0
     say(f"  goal runtime answers 0 non-2xx under hot keys: {'met' if ok else 'NOT met'}")
-    status = httpx.get(
-        servers["runtime"].base + "/_runtime/status",
-        headers={"authorization": f"Bearer {token}"},
-        timeout=5,
-    ).json()
+    status = runtime_status(servers["runtime"], token)
     say("\n  runtime /_runtime/status after the hot rounds:")
     say(f"    transactions: {json.dumps(status.get('transactions'))}")
     say("    hot_keys (top 10 by conflicts):")
@@ -418,55 +439,44 @@ def validation() -> dict[str, float]:
     return r
 
 
-def _timeout(signum: int, frame: Any) -> None:
-    raise TimeoutError("benchmark exceeded --max-minutes")
-
-
 def main(argv: list[str]) -> int:
     a = parse_args(argv)
     wrk_binary()
-    signal.signal(signal.SIGALRM, _timeout)
-    signal.alarm(int(a.max_minutes * 60))
-    token = "bench_" + secrets.token_urlsafe(24)
+    token = admin_token()
     report: dict[str, Any] = {"args": vars(a) | {"json": str(a.json) if a.json else None}}
-    servers: dict[str, Server] = {}
-    try:
-        with embedded_postgres() as cluster:
-            url = fresh_database(cluster, DATABASE)
-            say(f"database {DATABASE} on the embedded cluster in {cluster.home}")
-            servers["runtime"] = start_runtime(url, token)
-            ids_file, hot_file = seed(url, a.rows, a.hot_rows)
-            servers["handwritten"] = start_handwritten(url)
-            say(
-                f"runtime      pid {servers['runtime'].pid}  {servers['runtime'].base}  "
-                "(swarm-runtime serve --workers 1)"
+    with (
+        servers_stopped() as servers,
+        time_limit(a.max_minutes),
+        embedded_postgres() as cluster,
+    ):
+        url = fresh_database(cluster, DATABASE)
+        say(f"database {DATABASE} on the embedded cluster in {cluster.home}")
+        servers["runtime"] = start_runtime(url, token)
+        ids_file, hot_file = seed(url, a.rows, a.hot_rows)
+        servers["handwritten"] = start_handwritten(url)
+        say(
+            f"runtime      pid {servers['runtime'].pid}  {servers['runtime'].base}  "
+            "(swarm-runtime serve --workers 1)"
+        )
+        say(
+            f"handwritten  pid {servers['handwritten'].pid}  {servers['handwritten'].base}  "
+            "(uvicorn --workers 1 benchmarks.handwritten)"
+        )
+        warm_up(
+            servers,
+            "/fn/bench.touch",
+            ids_file,
+            connections=a.connections,
+            duration=a.warmup,
+            threads=a.threads,
+        )
+        if not a.skip_context:
+            report["context"] = context(
+                servers["runtime"], servers["handwritten"], url, ids_file, a
             )
-            say(
-                f"handwritten  pid {servers['handwritten'].pid}  {servers['handwritten'].base}  "
-                "(uvicorn --workers 1 benchmarks.handwritten)"
-            )
-            for name, server in servers.items():  # warm: prepared statements, pool at size
-                measure(
-                    server,
-                    "/fn/bench.touch",
-                    LUA_DIR / "ids.lua",
-                    connections=a.connections,
-                    duration=a.warmup,
-                    threads=a.threads,
-                    script_args=[str(ids_file)],
-                )
-                say(f"warmed up {name} ({a.warmup:.0f} s)")
-            if not a.skip_context:
-                report["context"] = context(
-                    servers["runtime"], servers["handwritten"], url, ids_file, a
-                )
-            report["low_contention"] = low_contention(servers, ids_file, a)
-            if not a.skip_hot:
-                report["hot_keys"] = hot_keys(servers, hot_file, token, a)
-            for server in servers.values():
-                server.stop()
-    finally:
-        signal.alarm(0)
+        report["low_contention"] = low_contention(servers, ids_file, a)
+        if not a.skip_hot:
+            report["hot_keys"] = hot_keys(servers, hot_file, token, a)
         for server in servers.values():
             server.stop()
     if not a.skip_validation:

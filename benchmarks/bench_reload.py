@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import secrets
 import signal
 import socket
 import subprocess
@@ -43,21 +42,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from benchmarks._common import (
     BENCH_DIR,
     DATA,
     LUA_DIR,
     VENV_BIN,
     Server,
+    admin_token,
     embedded_postgres,
     free_port,
     fresh_database,
     median,
     parse_wrk,
     percentile,
+    runtime_status,
     say,
+    time_limit,
     wrk_argv,
     wrk_binary,
 )
@@ -406,22 +406,16 @@ def summarize(t: Target) -> dict[str, Any]:
     }
 
 
-def _timeout(signum: int, frame: Any) -> None:
-    raise TimeoutError("benchmark exceeded --max-minutes")
-
-
 def main(argv: list[str]) -> int:
     a = parse_args(argv)
     wrk_binary()
-    signal.signal(signal.SIGALRM, _timeout)
-    signal.alarm(int(a.max_minutes * 60))
-    token = "bench_" + secrets.token_urlsafe(24)
+    token = admin_token()
     names = [a.only] if a.only else ["runtime", "uvicorn"]
     if a.compare_knobs:
         names.append("runtime+knobs")
     targets = {n: Target(n, DATA / "reload" / n.replace("+", "-")) for n in names}
     try:
-        with embedded_postgres() as cluster:
+        with time_limit(a.max_minutes), embedded_postgres() as cluster:
             url = fresh_database(cluster, DATABASE)
             for t in targets.values():
                 t.prepare()
@@ -458,13 +452,8 @@ def main(argv: list[str]) -> int:
                         raise RuntimeError(f"{name} died:\n{t.server.tail()}")
             status = None
             if "runtime" in targets and targets["runtime"].server is not None:
-                status = httpx.get(
-                    targets["runtime"].server.base + "/_runtime/status",
-                    headers={"authorization": f"Bearer {token}"},
-                    timeout=5,
-                ).json()
+                status = runtime_status(targets["runtime"].server, token)
     finally:
-        signal.alarm(0)
         for t in targets.values():
             if t.server is not None:
                 t.server.stop()

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import json
 import sys
-import time
-from collections.abc import Callable
 from typing import Any
 
 import jsonschema
 
+from benchmarks._common import per_call_ns
 from runtime.schema.compiler import compile_args, decode_args, kwargs_converter, make_decoder
 
 ARGS_SCHEMA: dict[str, Any] = {
@@ -58,17 +57,6 @@ BODY = json.dumps(
 ).encode()
 
 
-def _per_call(fn: Callable[[], object], n: int, repeat: int = 5) -> float:
-    """Best of `repeat` runs, in nanoseconds per call."""
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter_ns()
-        for _ in range(n):
-            fn()
-        best = min(best, (time.perf_counter_ns() - start) / n)
-    return best
-
-
 def bench_validation(n: int = 20_000) -> dict[str, float]:
     """ns per call for each approach, and how many times faster msgspec is."""
     struct = compile_args("tickets.claim", ARGS_SCHEMA)
@@ -92,9 +80,9 @@ def bench_validation(n: int = 20_000) -> dict[str, float]:
         return value
 
     assert with_msgspec() == with_jsonschema()  # same result, same work
-    fast = _per_call(with_msgspec, n)
-    slow = _per_call(with_jsonschema, max(n // 20, 200))
-    slower = _per_call(with_jsonschema_formats, max(n // 20, 200))
+    fast = per_call_ns(with_msgspec, n)
+    slow = per_call_ns(with_jsonschema, max(n // 20, 200))
+    slower = per_call_ns(with_jsonschema_formats, max(n // 20, 200))
     return {
         "msgspec_ns": fast,
         "jsonschema_ns": slow,

@@ -49,15 +49,26 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import DATA, LUA_DIR, Server, embedded_postgres, fresh_database, median, say
+from benchmarks._common import (
+    DATA,
+    LUA_DIR,
+    Server,
+    embedded_postgres,
+    fresh_database,
+    median,
+    per_call_ns,
+    say,
+    servers_stopped,
+)
 from benchmarks.bench_calls import (
     APP,
     DATABASE,
-    line,
+    interleaved,
     measure,
     seed,
     start_handwritten,
     start_runtime,
+    warm_up,
 )
 
 # -- ablation -----------------------------------------------------------------------------
@@ -70,64 +81,54 @@ VARIANTS = {
 }
 
 
+def rotated_rounds(
+    servers: dict[str, Server], path: str, ids_file: Path, a: argparse.Namespace, header: str
+) -> dict[str, list[dict[str, Any]]]:
+    """Warm every server up, say `header`, then `a.rounds` rounds of wrk -t1 on each, the order
+    rotated every round; each server's results."""
+    warm_up(servers, path, ids_file, connections=a.connections, duration=a.warmup, threads=1)
+    say(header)
+    return interleaved(
+        servers,
+        path,
+        ids_file,
+        a.rounds,
+        prefix="",
+        connections=a.connections,
+        duration=a.duration,
+        threads=1,
+    )
+
+
 def ablation(a: argparse.Namespace) -> None:
-    servers: dict[str, Server] = {}
-    try:
-        with embedded_postgres() as cluster:
-            url = fresh_database(cluster, DATABASE)
-            for i, (label, knobs) in enumerate(VARIANTS.items()):
-                servers[label] = start_runtime(
-                    url, "unused", name=f"bench-runtime-{i}", knobs=knobs
-                )
-                if i == 0:
-                    ids_file, _ = seed(url, a.rows, 10)
-            servers["hand-written"] = start_handwritten(url)
-            servers["hand-written, runtime pool"] = start_handwritten(
-                url, name="bench-handwritten-rtpool", pool="runtime"
-            )
-            for server in servers.values():
-                measure(
-                    server,
-                    "/fn/bench.touch",
-                    LUA_DIR / "ids.lua",
-                    connections=a.connections,
-                    duration=a.warmup,
-                    threads=1,
-                    script_args=[str(ids_file)],
-                )
+    with servers_stopped() as servers, embedded_postgres() as cluster:
+        url = fresh_database(cluster, DATABASE)
+        for i, (label, knobs) in enumerate(VARIANTS.items()):
+            servers[label] = start_runtime(url, "unused", name=f"bench-runtime-{i}", knobs=knobs)
+            if i == 0:
+                ids_file, _ = seed(url, a.rows, 10)
+        servers["hand-written"] = start_handwritten(url)
+        servers["hand-written, runtime pool"] = start_handwritten(
+            url, name="bench-handwritten-rtpool", pool="runtime"
+        )
+        results = rotated_rounds(
+            servers,
+            "/fn/bench.touch",
+            ids_file,
+            a,
+            f"\n== ablation: POST /fn/bench.touch, wrk -t1 -c{a.connections} -d{a.duration:.0f}s, "
+            f"{a.rounds} rounds, order rotated each round ==",
+        )
+        say("  -- medians --")
+        base_cpu = median([x["cpu_us_per_call"] for x in results["hand-written"]])
+        base_rps = median([x["rps"] for x in results["hand-written"]])
+        for name in servers:
+            cpu = median([x["cpu_us_per_call"] for x in results[name]])
+            rps = median([x["rps"] for x in results[name]])
             say(
-                f"\n== ablation: POST /fn/bench.touch, wrk -t1 -c{a.connections} -d{a.duration:.0f}s, "
-                f"{a.rounds} rounds, order rotated each round =="
+                f"  {name:<28}{rps:>8,.0f}/s ({rps / base_rps:4.2f}x)   CPU {cpu:5.0f} us/call "
+                f"({cpu - base_cpu:+5.0f} us vs hand-written)"
             )
-            names = list(servers)
-            results: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
-            for r in range(a.rounds):
-                order = names[r % len(names) :] + names[: r % len(names)]
-                for name in order:
-                    res = measure(
-                        servers[name],
-                        "/fn/bench.touch",
-                        LUA_DIR / "ids.lua",
-                        connections=a.connections,
-                        duration=a.duration,
-                        threads=1,
-                        script_args=[str(ids_file)],
-                    )
-                    results[name].append(res)
-                    say(line(f"{r + 1} {name}", res))
-            say("  -- medians --")
-            base_cpu = median([x["cpu_us_per_call"] for x in results["hand-written"]])
-            base_rps = median([x["rps"] for x in results["hand-written"]])
-            for name in names:
-                cpu = median([x["cpu_us_per_call"] for x in results[name]])
-                rps = median([x["rps"] for x in results[name]])
-                say(
-                    f"  {name:<28}{rps:>8,.0f}/s ({rps / base_rps:4.2f}x)   CPU {cpu:5.0f} us/call "
-                    f"({cpu - base_cpu:+5.0f} us vs hand-written)"
-                )
-    finally:
-        for server in servers.values():
-            server.stop()
 
 
 # -- hot keys: strategies -------------------------------------------------------------------
@@ -137,82 +138,66 @@ def hot(a: argparse.Namespace) -> None:
     """bench.hot under wrk -c64 over 10 rows: the runtime, and the hand-written peer with three
     strategies: optimistic retries (5 tries), the runtime's session advisory lock before BEGIN
     (taken on every call), and an in-process asyncio.Lock per key taken before the pool."""
-    servers: dict[str, Server] = {}
-    try:
-        with embedded_postgres() as cluster:
-            url = fresh_database(cluster, DATABASE)
-            servers["runtime (shipped)"] = start_runtime(url, "unused")
-            _, hot_file = seed(url, a.rows, a.hot_rows)
-            servers["runtime, no call_finished"] = start_runtime(
-                url, "unused", name="bench-runtime-nocf", knobs="no_call_log,no_metrics"
+    with servers_stopped() as servers, embedded_postgres() as cluster:
+        url = fresh_database(cluster, DATABASE)
+        servers["runtime (shipped)"] = start_runtime(url, "unused")
+        _, hot_file = seed(url, a.rows, a.hot_rows)
+        servers["runtime, no call_finished"] = start_runtime(
+            url, "unused", name="bench-runtime-nocf", knobs="no_call_log,no_metrics"
+        )
+        for label, strategy in (
+            ("hw optimistic (5 tries)", ""),
+            ("hw advisory lock always", "advisory"),
+            ("hw in-process key queue", "queue"),
+        ):
+            servers[label] = start_handwritten(
+                url, name=f"bench-hw-{strategy or 'opt'}", hot=strategy
             )
-            for label, strategy in (
-                ("hw optimistic (5 tries)", ""),
-                ("hw advisory lock always", "advisory"),
-                ("hw in-process key queue", "queue"),
-            ):
-                servers[label] = start_handwritten(
-                    url, name=f"bench-hw-{strategy or 'opt'}", hot=strategy
-                )
-            for server in servers.values():
-                measure(
-                    server,
-                    "/fn/bench.hot",
-                    LUA_DIR / "ids.lua",
-                    connections=a.connections,
-                    duration=a.warmup,
-                    threads=1,
-                    script_args=[str(hot_file)],
-                )
+        results = rotated_rounds(
+            servers,
+            "/fn/bench.hot",
+            hot_file,
+            a,
+            f"\n== hot keys: POST /fn/bench.hot, wrk -t1 -c{a.connections} -d{a.duration:.0f}s over "
+            f"{a.hot_rows} rows, {a.rounds} rounds, order rotated ==",
+        )
+        say("  -- medians --")
+        say(
+            f"  {'':<28}{'calls/s':>9}{'goodput':>9}{'non-2xx':>9}{'p95 ms':>8}{'p99 ms':>8}{'CPU us':>8}"
+        )
+        for name in servers:
+            rs = results[name]
             say(
-                f"\n== hot keys: POST /fn/bench.hot, wrk -t1 -c{a.connections} -d{a.duration:.0f}s over "
-                f"{a.hot_rows} rows, {a.rounds} rounds, order rotated =="
+                f"  {name:<28}{median([x['rps'] for x in rs]):>9,.0f}"
+                f"{median([x['goodput'] for x in rs]):>9,.0f}{sum(x['non2xx'] for x in rs):>9}"
+                f"{median([x['p95_us'] for x in rs]) / 1000:>8.1f}"
+                f"{median([x['p99_us'] for x in rs]) / 1000:>8.1f}"
+                f"{median([x['cpu_us_per_call'] for x in rs]):>8.0f}"
             )
-            names = list(servers)
-            results: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
-            for r in range(a.rounds):
-                order = names[r % len(names) :] + names[: r % len(names)]
-                for name in order:
-                    res = measure(
-                        servers[name],
-                        "/fn/bench.hot",
-                        LUA_DIR / "ids.lua",
-                        connections=a.connections,
-                        duration=a.duration,
-                        threads=1,
-                        script_args=[str(hot_file)],
-                    )
-                    results[name].append(res)
-                    say(line(f"{r + 1} {name}", res))
-            say("  -- medians --")
-            say(
-                f"  {'':<28}{'calls/s':>9}{'goodput':>9}{'non-2xx':>9}{'p95 ms':>8}{'p99 ms':>8}{'CPU us':>8}"
-            )
-            for name in names:
-                rs = results[name]
-                say(
-                    f"  {name:<28}{median([x['rps'] for x in rs]):>9,.0f}"
-                    f"{median([x['goodput'] for x in rs]):>9,.0f}{sum(x['non2xx'] for x in rs):>9}"
-                    f"{median([x['p95_us'] for x in rs]) / 1000:>8.1f}"
-                    f"{median([x['p99_us'] for x in rs]) / 1000:>8.1f}"
-                    f"{median([x['cpu_us_per_call'] for x in rs]):>8.0f}"
-                )
-    finally:
-        for server in servers.values():
-            server.stop()
 
 
 # -- micro --------------------------------------------------------------------------------
 
 
-def per_call_ns(fn: Callable[[], object], n: int = 20_000, repeat: int = 5) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter_ns()
-        for _ in range(n):
-            fn()
-        best = min(best, (time.perf_counter_ns() - start) / n)
-    return best
+def touch_scope(body: bytes) -> dict[str, Any]:
+    """The ASGI scope of `POST /fn/bench.touch` with `body` from 127.0.0.1."""
+    return {
+        "type": "http",
+        "method": "POST",
+        "path": "/fn/bench.touch",
+        "raw_path": b"/fn/bench.touch",
+        "query_string": b"",
+        "root_path": "",
+        "scheme": "http",
+        "server": ("127.0.0.1", 1),
+        "client": ("127.0.0.1", 2),
+        "http_version": "1.1",
+        "headers": [
+            (b"host", b"127.0.0.1"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+    }
 
 
 async def per_await_ns(
@@ -264,36 +249,23 @@ def micro(a: argparse.Namespace) -> None:
     body = json.dumps({"ticket_id": ticket_id}).encode()
     kwargs = runtime.decode_args(fn, body)
     now = datetime.now(UTC)
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/fn/bench.touch",
-        "raw_path": b"/fn/bench.touch",
-        "query_string": b"",
-        "root_path": "",
-        "scheme": "http",
-        "server": ("127.0.0.1", 1),
-        "client": ("127.0.0.1", 2),
-        "http_version": "1.1",
-        "headers": [
-            (b"host", b"127.0.0.1"),
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-        ],
-        "path_params": {"name": "bench.touch"},
-    }
-    info = CallInfo(
-        request_id="r" * 32,
-        function="bench.touch",
-        kind="mutation",
-        status=200,
-        code=None,
-        duration_s=0.004,
-        attempts=1,
-        tenant_id=None,
-        user_id=None,
-        hot_key_waited=False,
-    )
+    scope = {**touch_scope(body), "path_params": {"name": "bench.touch"}}
+
+    def call_info() -> CallInfo:
+        return CallInfo(
+            request_id="r" * 32,
+            function="bench.touch",
+            kind="mutation",
+            status=200,
+            code=None,
+            duration_s=0.004,
+            attempts=1,
+            tenant_id=None,
+            user_id=None,
+            hot_key_waited=False,
+        )
+
+    info = call_info()
     rows: list[tuple[str, float]] = []
 
     def add(label: str, ns: float) -> None:
@@ -366,20 +338,7 @@ def micro(a: argparse.Namespace) -> None:
     pm = runtime.plugins
     add(
         "CallInfo(...) construction",
-        per_call_ns(
-            lambda: CallInfo(
-                request_id="r" * 32,
-                function="bench.touch",
-                kind="mutation",
-                status=200,
-                code=None,
-                duration_s=0.004,
-                attempts=1,
-                tenant_id=None,
-                user_id=None,
-                hot_key_waited=False,
-            )
-        ),
+        per_call_ns(call_info),
     )
     add(
         "call_finished: call_log + metrics (as shipped)",
@@ -508,24 +467,7 @@ def asgi(a: argparse.Namespace) -> None:
     hw.make_pool = lambda url: _FakePool()  # type: ignore[assignment,return-value]
     apps["hand-written"] = hw.create_app("postgresql://unused@/unused")
     body = json.dumps({"ticket_id": _FAKE_ROW["_id"]}).encode()
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "method": "POST",
-        "path": "/fn/bench.touch",
-        "raw_path": b"/fn/bench.touch",
-        "query_string": b"",
-        "root_path": "",
-        "scheme": "http",
-        "server": ("127.0.0.1", 1),
-        "client": ("127.0.0.1", 2),
-        "http_version": "1.1",
-        "headers": [
-            (b"host", b"127.0.0.1"),
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-        ],
-    }
+    scope = {**touch_scope(body), "asgi": {"version": "3.0"}}
 
     async def one(app: Any) -> int:
         status = 0
@@ -722,68 +664,63 @@ def analyse(raw: Path, top: int) -> None:
 
 def spy(a: argparse.Namespace) -> None:
     py_spy = find_py_spy(a.py_spy)
-    servers: dict[str, Server] = {}
-    try:
-        with embedded_postgres() as cluster:
-            url = fresh_database(cluster, DATABASE)
-            servers["runtime"] = start_runtime(url, "unused")
-            ids_file, _ = seed(url, a.rows, 10)
-            servers["handwritten"] = start_handwritten(url)
-            targets = ["runtime", "handwritten"] if a.target == "both" else [a.target]
-            for name in targets:
-                server = servers[name]
-                measure(
+    with servers_stopped() as servers, embedded_postgres() as cluster:
+        url = fresh_database(cluster, DATABASE)
+        servers["runtime"] = start_runtime(url, "unused")
+        ids_file, _ = seed(url, a.rows, 10)
+        servers["handwritten"] = start_handwritten(url)
+        targets = ["runtime", "handwritten"] if a.target == "both" else [a.target]
+        for name in targets:
+            server = servers[name]
+            measure(
+                server,
+                "/fn/bench.touch",
+                LUA_DIR / "ids.lua",
+                connections=a.connections,
+                duration=3,
+                threads=1,
+                script_args=[str(ids_file)],
+            )
+            raw = DATA / f"profile-{name}.txt"
+            argv = [
+                py_spy,
+                "record",
+                "--format",
+                "raw",
+                "-o",
+                str(raw),
+                "-r",
+                str(a.rate),
+                "-d",
+                str(int(a.seconds)),
+                "-p",
+                str(server.pid),
+            ]
+            spy_proc = subprocess.Popen(
+                argv + (["--gil"] if a.gil else []),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            try:
+                r = measure(
                     server,
                     "/fn/bench.touch",
                     LUA_DIR / "ids.lua",
                     connections=a.connections,
-                    duration=3,
+                    duration=a.seconds,
                     threads=1,
                     script_args=[str(ids_file)],
                 )
-                raw = DATA / f"profile-{name}.txt"
-                argv = [
-                    py_spy,
-                    "record",
-                    "--format",
-                    "raw",
-                    "-o",
-                    str(raw),
-                    "-r",
-                    str(a.rate),
-                    "-d",
-                    str(int(a.seconds)),
-                    "-p",
-                    str(server.pid),
-                ]
-                spy_proc = subprocess.Popen(
-                    argv + (["--gil"] if a.gil else []),
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
-                )
-                try:
-                    r = measure(
-                        server,
-                        "/fn/bench.touch",
-                        LUA_DIR / "ids.lua",
-                        connections=a.connections,
-                        duration=a.seconds,
-                        threads=1,
-                        script_args=[str(ids_file)],
-                    )
-                    spy_proc.wait(timeout=a.seconds + 30)
-                finally:
-                    if spy_proc.poll() is None:
-                        spy_proc.terminate()
-                        spy_proc.wait(10)
-                say(
-                    f"\n== {name}: {r['rps']:,.0f} calls/s under py-spy{' --gil' if a.gil else ''}, "
-                    f"{r['cpu_us_per_call']:.0f} us CPU/call; stacks in {raw} =="
-                )
-                analyse(raw, a.top)
-    finally:
-        for server in servers.values():
-            server.stop()
+                spy_proc.wait(timeout=a.seconds + 30)
+            finally:
+                if spy_proc.poll() is None:
+                    spy_proc.terminate()
+                    spy_proc.wait(10)
+            say(
+                f"\n== {name}: {r['rps']:,.0f} calls/s under py-spy{' --gil' if a.gil else ''}, "
+                f"{r['cpu_us_per_call']:.0f} us CPU/call; stacks in {raw} =="
+            )
+            analyse(raw, a.top)
 
 
 def main(argv: list[str]) -> int:

@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 import inspect
 import sys
+import threading
 import traceback
 import types
 from collections.abc import Callable
@@ -128,6 +129,11 @@ def _describe_import_error(exc: BaseException, module: str) -> str:
     where = next((f for f in reversed(frames) if "importlib" not in f.filename), None)
     at = f"{where.filename}:{where.lineno}: " if where else ""
     return f"{at}{type(exc).__name__}: {exc} (while importing {module})"
+
+
+# sys.modules is one per process: two runtimes loading at once (tests run several servers in
+# threads of one process) must not interleave their imports of the package.
+_IMPORTING = threading.Lock()
 
 
 def import_package(
@@ -308,10 +314,11 @@ def build_registry(
         raise LoadError([f"functions directory {functions_dir} does not exist"])
     version = content_version(functions_dir, schema_path)
     schema, tables, digest = _load_schema(schema_path, previous)
-    modules, problems, restore = import_package(functions_dir)
-    if not problems:
-        functions, problems = collect_functions(modules, functions_dir, schema)
-    if problems:
-        restore()
-        raise LoadError(problems)
+    with _IMPORTING:
+        modules, problems, restore = import_package(functions_dir)
+        if not problems:
+            functions, problems = collect_functions(modules, functions_dir, schema)
+        if problems:
+            restore()
+            raise LoadError(problems)
     return Registry(version, generation, functions, tables, schema, tuple(modules), digest)

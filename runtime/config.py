@@ -56,6 +56,8 @@ class Settings:
     hot_key_window_s: float = 2.0
     retry: RetrySettings = field(default_factory=RetrySettings)
     log_format: str = "json"  # "json" or "text"
+    subscriptions: bool = True  # GET /ws and the change notices mutations send on COMMIT
+    ws_max_subscriptions: int = 100  # per WebSocket connection
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -85,6 +87,8 @@ class Settings:
                 max_delay_s=_env_float("RUNTIME_RETRY_MAX_DELAY_S", 0.1),
             ),
             log_format=os.environ.get("RUNTIME_LOG_FORMAT", "json"),
+            subscriptions=_env_bool("RUNTIME_SUBSCRIPTIONS", True),
+            ws_max_subscriptions=_env_int("RUNTIME_WS_MAX_SUBSCRIPTIONS", 100),
         )
         known = {f.name for f in fields(cls)}
         return replace(

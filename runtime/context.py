@@ -11,6 +11,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from runtime.db.documents import Database, TableInfo
+from runtime.subscriptions.tables import TableAccess
 from runtime.types import Identity, VMDriver
 
 if TYPE_CHECKING:
@@ -70,15 +71,19 @@ class TxContext(Context):
         *,
         tables: Mapping[str, TableInfo],
         client_ip: str | None = None,
+        access: TableAccess | None = None,
     ) -> None:
         super().__init__(runtime, function, auth, request_id, now, client_ip=client_ip)
         self.attempt = attempt
         self.read_only = read_only
         self.connection = conn
-        self.db = Database(conn, tables, read_only)
+        # The tables this attempt reads and writes (query subscriptions, change notices).
+        self._access = access if access is not None else TableAccess(tables)
+        self.db = Database(conn, tables, read_only, self._access)
 
     async def sql(self, text: str, *params: Any) -> list[dict[str, Any]]:
         """Run raw SQL (with %s placeholders) in this transaction; rows as dicts."""
+        self._access.sql(text, self.read_only)
         cur = self.connection.cursor(row_factory=dict_row)
         await cur.execute(text, params or None)
         if cur.description is None:

@@ -33,6 +33,8 @@ from runtime.plugins import HookFailed, call_all, call_first, make_plugin_manage
 from runtime.registry import FunctionDef, Registry, build_registry
 from runtime.reload import Reloader, ReloadOutcome
 from runtime.retry import RetryPolicy
+from runtime.subscriptions.hub import Hub
+from runtime.subscriptions.tables import TableAccess
 from runtime.transactions import Transactor
 from runtime.types import CallInfo, Identity, VMDriver
 
@@ -71,6 +73,12 @@ class Runtime:
         self.reload_status: dict[str, Any] = {}
         self.background: set[asyncio.Task[Any]] = set()
         self.reloader: Reloader | None = None
+        # Query subscriptions (GET /ws); with them off, mutations send no change notices.
+        self.subscriptions: Hub | None = (
+            Hub(self, max_concurrent_runs=settings.pool_max // 2)
+            if settings.subscriptions
+            else None
+        )
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -107,6 +115,8 @@ class Runtime:
             await self.pool.close()
 
     def notify_reloaded(self, outcome: ReloadOutcome) -> None:
+        if outcome.ok and self.subscriptions is not None:
+            self.subscriptions.rerun_all()  # the code of any query may have changed
         try:
             self.plugins.hook.reloaded(
                 version=outcome.version,
@@ -182,10 +192,14 @@ class Runtime:
         identity: Identity | None,
         request_id: str,
         client_ip: str | None = None,
+        *,
+        access: TableAccess | None = None,
     ) -> CallResult:
         """Run one validated call of `fn` in its transaction (queries, mutations) or not.
 
         `client_ip` is the HTTP caller's address (`ctx.client_ip`), None for calls from code.
+        `access` receives the tables the (last) attempt read and wrote; a mutation that wrote
+        any sends a `swarm_changes` notice with its COMMIT when subscriptions are on.
         """
         if fn.kind == "action":
             ctx = ActionContext(
@@ -196,8 +210,10 @@ class Runtime:
         key = self._hot_key(fn, identity, kwargs)
         assert self.registry is not None
         tables = self.registry.tables
+        touched = access if access is not None else TableAccess(tables)
 
         async def body(conn: psycopg.AsyncConnection[Any], attempt: int) -> Any:
+            touched.reset(tables)
             ctx = TxContext(
                 self,
                 fn.name,
@@ -209,11 +225,18 @@ class Runtime:
                 read_only,
                 tables=tables,
                 client_ip=client_ip,
+                access=touched,
             )
             return await fn.fn(ctx, **kwargs)
 
+        changes = touched.changes if not read_only and self.subscriptions is not None else None
         outcome = await self.transactor.run(
-            body, read_only=read_only, function=fn.name, key=key, timeout_ms=fn.spec.timeout_ms
+            body,
+            read_only=read_only,
+            function=fn.name,
+            key=key,
+            timeout_ms=fn.spec.timeout_ms,
+            changes=changes,
         )
         return CallResult(outcome.value, outcome.attempts, outcome.waited_on_hot_key)
 

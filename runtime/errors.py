@@ -46,6 +46,13 @@ class InvalidArgs(RuntimeFailure):
     code = "invalid_args"
 
 
+class InvalidMessage(RuntimeFailure):
+    """The WebSocket message is not one of the protocol's messages."""
+
+    status = 400
+    code = "invalid_message"
+
+
 class InvalidDocument(RuntimeFailure):
     """The document does not match the table's schema."""
 

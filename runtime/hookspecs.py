@@ -34,11 +34,13 @@ async def authenticate(request: Request, runtime: Any) -> Identity | None:
     """Find out who is calling, from the request's headers.
 
     Called once per HTTP request to a function or a plugin route that asks for it, before the
-    arguments are validated. Return an `Identity` for a valid credential, raise
-    `Unauthenticated` with a message for a credential that is present but invalid (bad
-    signature, expired, revoked), and return None when the request carries no credential this
-    plugin understands. Stops at the first non-None result. `runtime` is the `Runtime`
-    (settings, pool, registry) so a plugin can look keys up in the database.
+    arguments are validated, and for a `GET /ws` WebSocket on its handshake and on each
+    `authenticate` message (whose token arrives as `Authorization: Bearer <token>`); read only
+    `request.headers`, which every one of them has. Return an `Identity` for a valid
+    credential, raise `Unauthenticated` with a message for a credential that is present but
+    invalid (bad signature, expired, revoked), and return None when the request carries no
+    credential this plugin understands. Stops at the first non-None result. `runtime` is the
+    `Runtime` (settings, pool, registry) so a plugin can look keys up in the database.
     """
 
 

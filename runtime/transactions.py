@@ -3,7 +3,8 @@
 `run_transaction` owns one pooled connection for the whole call: it optionally queues on the
 hot-key advisory lock, begins a SERIALIZABLE transaction, runs the body, commits, and on
 SQLSTATE 40001/40P01 rolls back and tries again under the `RetryPolicy`. It knows nothing of
-HTTP; failures leave as `runtime.errors` classes.
+HTTP; failures leave as `runtime.errors` classes. A body that wrote tables may have a change
+notification sent with its COMMIT, in the same round trip (`changes`).
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Generic, TypeVar
 
 import psycopg
-from psycopg import pq
+from psycopg import pq, sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from runtime import errors
@@ -26,8 +28,16 @@ from runtime.sql import load
 T = TypeVar("T")
 Conn = psycopg.AsyncConnection[Any]
 Body = Callable[[Conn, int], Awaitable[T]]
+Changes = Callable[[], str | None]
 
 SQL = load("runtime.sql")
+CHANGES_SQL = load("changes.sql")
+
+
+@lru_cache(maxsize=1024)
+def notify_commit(tables: str) -> str:
+    """`NOTIFY swarm_changes, '<tables>'; COMMIT`: one simple query, one round trip."""
+    return sql.SQL(CHANGES_SQL["notify_commit"]).format(tables=sql.Literal(tables)).as_string(None)
 
 
 @dataclass
@@ -71,7 +81,10 @@ class Transactor:
         function: str,
         key: str,
         timeout_ms: int | None = None,
+        changes: Changes | None = None,
     ) -> TxOutcome[T]:
+        """Run `body` in a transaction, retried; `changes()`, asked just before COMMIT, names
+        the tables the attempt wrote for a `swarm_changes` notification (None: no notice)."""
         try:
             conn_cm = self.pool.connection(timeout=self.pool_timeout_s)
             conn = await conn_cm.__aenter__()
@@ -83,7 +96,7 @@ class Transactor:
             raise errors.Unavailable() from exc
         failure: BaseException | None = None
         try:
-            return await self._attempts(conn, body, read_only, function, key, timeout_ms)
+            return await self._attempts(conn, body, read_only, function, key, timeout_ms, changes)
         except BaseException as exc:
             failure = exc
             raise
@@ -102,6 +115,7 @@ class Transactor:
         function: str,
         key: str,
         timeout_ms: int | None,
+        changes: Changes | None,
     ) -> TxOutcome[T]:
         begin = SQL["begin_read_only" if read_only else "begin_read_write"]
         lock = lock_id(function, key)
@@ -125,7 +139,8 @@ class Transactor:
                         await conn.execute(SQL["set_local_statement_timeout"], (str(timeout_ms),))
                     value = await body(conn, attempt)
                     committing = True
-                    await conn.execute(SQL["commit"])
+                    tables = changes() if changes is not None else None
+                    await conn.execute(notify_commit(tables) if tables else SQL["commit"])
                     return TxOutcome(value, attempt, waited)
                 except psycopg.Error as exc:
                     decision = classify_exception(exc, during_commit=committing)

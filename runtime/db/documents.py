@@ -19,6 +19,7 @@ from psycopg.types.json import Jsonb
 
 from runtime.db.query import Query
 from runtime.errors import InvalidDocument, NotFound
+from runtime.subscriptions.tables import TableAccess
 
 SYSTEM_COLUMNS = {"_id": "uuid", "_creation_time": "timestamptz"}
 
@@ -89,14 +90,19 @@ def _delete(table: str) -> str:
 class Database:
     """The documents API handed to queries and mutations as `ctx.db`."""
 
-    __slots__ = ("_conn", "_read_only", "_tables")
+    __slots__ = ("_access", "_conn", "_read_only", "_tables")
 
     def __init__(
-        self, conn: psycopg.AsyncConnection[Any], tables: Mapping[str, TableInfo], read_only: bool
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        tables: Mapping[str, TableInfo],
+        read_only: bool,
+        access: TableAccess | None = None,
     ) -> None:
         self._conn = conn
         self._tables = tables
         self._read_only = read_only
+        self._access = access if access is not None else TableAccess(tables)  # tables touched
 
     def _table(self, name: str) -> TableInfo:
         try:
@@ -107,6 +113,7 @@ class Database:
     async def get(self, table: str, id: str) -> dict[str, Any] | None:
         """The document with this `_id`, or None (also for a malformed id)."""
         self._table(table)
+        self._access.reads.add(table)
         if not _looks_like_uuid(id):
             return None
         cur = self._conn.cursor(row_factory=dict_row)
@@ -119,6 +126,7 @@ class Database:
         clean = info.validate_document(doc, partial=False)
         columns = tuple(clean)
         types = tuple(info.column_types[c] for c in columns)
+        self._access.writes.add(table)
         cur = await self._conn.execute(
             _insert(table, columns, types),
             [bind(t, clean[c]) for c, t in zip(columns, types, strict=True)],
@@ -145,13 +153,16 @@ class Database:
         self._table(table)
         if not _looks_like_uuid(id):
             raise NotFound(f"No document {id!r} in table {table!r}")
+        self._access.writes.add(table)
         cur = await self._conn.execute(_delete(table), (id,))
         if cur.rowcount == 0:
             raise NotFound(f"No document {id!r} in table {table!r}")
 
     def query(self, table: str) -> Query:
         """Start an index query: `.with_index(...)`, `.where(...)`, `.order(...)`, then read."""
-        return Query(self._conn, self._table(table))
+        info = self._table(table)
+        self._access.reads.add(table)
+        return Query(self._conn, info)
 
     async def _update(self, info: TableInfo, id: str, clean: Mapping[str, Any]) -> None:
         if not _looks_like_uuid(id):
@@ -164,6 +175,7 @@ class Database:
         types = tuple(info.column_types[c] for c in columns)
         params = [bind(t, clean[c]) for c, t in zip(columns, types, strict=True)]
         params.append(id)
+        self._access.writes.add(info.name)
         cur = await self._conn.execute(_update(info.name, columns, types), params)
         if cur.rowcount == 0:
             raise NotFound(f"No document {id!r} in table {info.name!r}")

@@ -9,6 +9,7 @@ What is measured, and from where:
 - every transaction of the process (HTTP calls, actions, plugins, the scheduler), copied from
   the transactor's `TxStats` counters: transactions, retries, retries exhausted, hot-key waits;
 - the connection pool: open connections, connections in use, requests waiting, the maximum;
+- query subscriptions (`GET /ws`): open WebSocket connections and active subscriptions;
 - reloads by outcome and the duration of the last one, from the `reloaded` hook;
 - webhook deliveries by provider and outcome, from the `webhook_delivered` hook (webhook
   routes call `runtime.notify_webhook_delivered(...)`).
@@ -152,6 +153,18 @@ POOL_MAX = Gauge(
     multiprocess_mode="livesum",
     registry=REGISTRY,
 )
+SUBSCRIPTIONS = Gauge(
+    "swarm_runtime_subscriptions",
+    "Active query subscriptions (GET /ws)",
+    multiprocess_mode="livesum",
+    registry=REGISTRY,
+)
+WS_CONNECTIONS = Gauge(
+    "swarm_runtime_ws_connections",
+    "Open WebSocket connections (GET /ws)",
+    multiprocess_mode="livesum",
+    registry=REGISTRY,
+)
 RELOADS = Counter(
     "swarm_runtime_reloads",
     "Reloads of app_functions/schema.json, by outcome (ok, error)",
@@ -189,6 +202,9 @@ def sync(runtime: Any) -> None:
     POOL_IN_USE.set(size - stats.get("pool_available", 0))
     POOL_WAITING.set(stats.get("requests_waiting", 0))
     POOL_MAX.set(stats.get("pool_max", runtime.settings.pool_max))
+    hub = getattr(runtime, "subscriptions", None)
+    SUBSCRIPTIONS.set(hub.count if hub is not None else 0)
+    WS_CONNECTIONS.set(hub.connections if hub is not None else 0)
     transactor = runtime.transactor
     tx = transactor.stats
     now = (tx.transactions, tx.retries, tx.exhausted, tx.hot_key_waits)

@@ -12,7 +12,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from runtime.config import Settings
 from runtime.engine import Runtime
@@ -20,6 +20,7 @@ from runtime.errors import LoadError, MethodNotAllowed, NotFound, RuntimeFailure
 from runtime.http import health, openapi
 from runtime.http.functions import call_function, list_functions
 from runtime.http.responses import error_response
+from runtime.http.ws import websocket_endpoint
 
 log = logging.getLogger("runtime.http")
 
@@ -50,6 +51,7 @@ def core_routes() -> list[BaseRoute]:
         Route("/readyz", health.readyz, methods=["GET"]),
         Route("/version", health.version, methods=["GET"]),
         Route("/_runtime/status", health.status, methods=["GET"]),
+        WebSocketRoute("/ws", websocket_endpoint),
     ]
 
 

@@ -7,7 +7,7 @@ import logging
 import time
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
 from runtime.engine import Runtime, new_request_id
@@ -20,8 +20,9 @@ from runtime.types import CallInfo, Identity
 log = logging.getLogger("runtime.http")
 
 
-async def authenticate(request: Request, runtime: Runtime) -> Identity | None:
-    """The caller's identity from the `authenticate` hooks, with its permissions resolved."""
+async def authenticate(request: HTTPConnection, runtime: Runtime) -> Identity | None:
+    """The caller's identity from the `authenticate` hooks, with its permissions resolved.
+    `request` is a Request, or a WebSocket's handshake (the hooks read only its headers)."""
     identity: Identity | None = await call_first(
         runtime.plugins, "authenticate", request=request, runtime=runtime
     )

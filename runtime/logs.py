@@ -25,8 +25,7 @@ class JSONFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": utc_timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -60,6 +59,11 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         except Exception:
             self.handleError(record)
 
+    def write_line(self, line: str) -> None:
+        """Write an already formatted line (the call log's fast path)."""
+        with self.lock:  # type: ignore[union-attr]
+            self.stream.write(line + self.terminator)
+
     def _flush_periodically(self, interval_s: float) -> None:
         while not self._stop.wait(interval_s):
             self.flush()
@@ -68,6 +72,41 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._stop.set()
         self.flush()
         super().close()
+
+
+def direct_json_handler(logger: logging.Logger) -> BatchingStreamHandler | None:
+    """The handler that alone would receive `logger`'s INFO records, when it is the JSON
+    handler `configure_logging` installs; None whenever anything else would see them (extra
+    handlers, filters, tests capturing logs), so the logging machinery must run as usual."""
+    if logger.handlers or logger.filters or not logger.propagate:
+        return None
+    if not logger.isEnabledFor(logging.INFO):
+        return None
+    handlers = logging.getLogger().handlers
+    if len(handlers) != 1:
+        return None
+    handler = handlers[0]
+    if (
+        type(handler) is not BatchingStreamHandler
+        or handler.filters
+        or handler.level > logging.INFO
+    ):
+        return None
+    return handler
+
+
+_second = -1
+_second_text = ""
+
+
+def utc_timestamp(created: float) -> str:
+    """`2026-11-29T12:00:00.123Z`, formatting the whole second once per second."""
+    global _second, _second_text
+    whole = int(created)
+    if whole != _second:
+        _second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        _second = whole
+    return f"{_second_text}.{int((created - whole) * 1000):03d}Z"
 
 
 def configure_logging(settings: Settings) -> None:

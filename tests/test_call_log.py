@@ -205,3 +205,33 @@ def test_one_line_per_webhook_delivery(
         "duration_ms": 4.2,
     }
     assert not any(SECRET in line for line in lines.rendered())
+
+
+def test_direct_json_line_equals_the_logging_path() -> None:
+    """The production fast path (no LogRecord) writes exactly what JSONFormatter would."""
+    import io
+
+    from runtime.defaults import call_log
+    from runtime.logs import BatchingStreamHandler
+    from runtime.types import CallInfo
+
+    stream = io.StringIO()
+    handler = BatchingStreamHandler(stream)
+    handler.setFormatter(JSONFormatter())
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    info = CallInfo("r-1", "tickets.claim", "mutation", 409, "conflict", 0.0123, 2, "acme", "u1")
+    try:
+        call_log.call_finished(info)  # direct: the JSON handler is the only reader
+        root.addHandler(logging.NullHandler())  # another reader: through logging
+        call_log.call_finished(info)
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+        handler.close()
+    direct, logged = (json.loads(line) for line in stream.getvalue().splitlines())
+    direct.pop("ts"), logged.pop("ts")
+    assert direct == logged
+    assert direct["msg"] == "tickets.claim 409 conflict 12.3 ms attempts=2 tenant=acme request=r-1"

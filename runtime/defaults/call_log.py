@@ -18,12 +18,37 @@ in a plugin's `startup` hook.
 from __future__ import annotations
 
 import logging
+import time
+
+import msgspec
 
 from runtime.hookspecs import hookimpl
+from runtime.logs import direct_json_handler, utc_timestamp
 from runtime.types import CallInfo
 
 log = logging.getLogger("runtime.calls")
 webhook_log = logging.getLogger("runtime.webhooks")
+
+
+class CallLine(msgspec.Struct):
+    """The JSON line of one call, field for field what JSONFormatter writes for it."""
+
+    ts: str
+    level: str
+    logger: str
+    msg: str
+    request_id: str
+    function: str
+    kind: str
+    status: int
+    code: str | None
+    duration_ms: float
+    attempts: int
+    hot_key_waited: bool
+    tenant_id: str | None
+
+
+_encode_line = msgspec.json.Encoder().encode
 
 
 @hookimpl
@@ -33,15 +58,35 @@ def call_finished(info: CallInfo) -> None:
         return
     duration_ms = round(info.duration_s * 1000, 2)
     outcome = str(info.status) if info.code is None else f"{info.status} {info.code}"
+    message = (
+        f"{info.function} {outcome} {duration_ms:.1f} ms attempts={info.attempts} "
+        f"tenant={info.tenant_id or '-'} request={info.request_id}"
+    )
+    handler = direct_json_handler(log) if level == logging.INFO else None
+    if handler is not None:
+        # One line per call is the hot path: in the production set-up its only reader is the
+        # JSON handler, so encode it directly (~2 µs) instead of a LogRecord (~25 µs).
+        line = CallLine(
+            utc_timestamp(time.time()),
+            "info",
+            log.name,
+            message,
+            info.request_id,
+            info.function,
+            info.kind,
+            info.status,
+            info.code,
+            duration_ms,
+            info.attempts,
+            info.hot_key_waited,
+            info.tenant_id,
+        )
+        handler.write_line(_encode_line(line).decode())
+        return
     log.log(
         level,
-        "%s %s %.1f ms attempts=%d tenant=%s request=%s",
-        info.function,
-        outcome,
-        duration_ms,
-        info.attempts,
-        info.tenant_id or "-",
-        info.request_id,
+        "%s",
+        message,
         extra={
             "request_id": info.request_id,
             "function": info.function,

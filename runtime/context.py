@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from datetime import datetime
@@ -37,9 +38,13 @@ class Context:
         self.request_id = request_id
         self.now = now
         self.client_ip = client_ip  # the HTTP caller's address (None when called from code)
-        self.log = logging.LoggerAdapter(
-            logging.getLogger(f"app.{function}"),
-            {"function": function, "request_id": request_id},
+
+    @functools.cached_property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger named `app.<function>` whose records carry the function and request id."""
+        return logging.LoggerAdapter(
+            logging.getLogger(f"app.{self.function}"),
+            {"function": self.function, "request_id": self.request_id},
         )
 
     def __getattr__(self, name: str) -> Any:

@@ -21,7 +21,7 @@ from psycopg import pq, sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from runtime import errors
-from runtime.hotkeys import HotKeyTracker, lock_id
+from runtime.hotkeys import HotKeyTracker, KeyQueue, lock_id
 from runtime.retry import Decision, RetryPolicy, classify_exception
 from runtime.sql import load
 
@@ -38,6 +38,14 @@ CHANGES_SQL = load("changes.sql")
 def notify_commit(tables: str) -> str:
     """`NOTIFY swarm_changes, '<tables>'; COMMIT`: one simple query, one round trip."""
     return sql.SQL(CHANGES_SQL["notify_commit"]).format(tables=sql.Literal(tables)).as_string(None)
+
+
+def commit_statement(tables: str | None, lock: int | None) -> str:
+    """COMMIT, with the change notice before it and the hot-key unlock after it."""
+    commit = notify_commit(tables) if tables else SQL["commit"]
+    if lock is None:
+        return commit
+    return commit + sql.SQL(SQL["then_unlock"]).format(lock=sql.Literal(lock)).as_string(None)
 
 
 @dataclass
@@ -72,6 +80,7 @@ class Transactor:
         self.hot_keys = hot_keys
         self.pool_timeout_s = pool_timeout_s
         self.stats = TxStats()
+        self.key_queue = KeyQueue()
 
     async def run(
         self,
@@ -85,6 +94,25 @@ class Transactor:
     ) -> TxOutcome[T]:
         """Run `body` in a transaction, retried; `changes()`, asked just before COMMIT, names
         the tables the attempt wrote for a `swarm_changes` notification (None: no notice)."""
+        hot = not read_only and self.hot_keys.is_hot(function, key)
+        if not hot:
+            return await self._on_connection(body, read_only, function, key, timeout_ms, changes)
+        async with self.key_queue.turn(function, key):
+            return await self._on_connection(
+                body, read_only, function, key, timeout_ms, changes, hot=True
+            )
+
+    async def _on_connection(
+        self,
+        body: Body[T],
+        read_only: bool,
+        function: str,
+        key: str,
+        timeout_ms: int | None,
+        changes: Changes | None,
+        *,
+        hot: bool = False,
+    ) -> TxOutcome[T]:
         try:
             conn_cm = self.pool.connection(timeout=self.pool_timeout_s)
             conn = await conn_cm.__aenter__()
@@ -96,7 +124,9 @@ class Transactor:
             raise errors.Unavailable() from exc
         failure: BaseException | None = None
         try:
-            return await self._attempts(conn, body, read_only, function, key, timeout_ms, changes)
+            return await self._attempts(
+                conn, body, read_only, function, key, timeout_ms, changes, hot
+            )
         except BaseException as exc:
             failure = exc
             raise
@@ -116,20 +146,20 @@ class Transactor:
         key: str,
         timeout_ms: int | None,
         changes: Changes | None,
+        hot: bool,
     ) -> TxOutcome[T]:
         begin = SQL["begin_read_only" if read_only else "begin_read_write"]
-        lock = lock_id(function, key)
-        locked = False
-        waited = False
+        lock = 0
+        locked = waited = False
         started = time.monotonic()
         attempt = 0
         self.stats.transactions += 1
         try:
-            if not read_only and self.hot_keys.is_hot(function, key):
-                await conn.execute(SQL["advisory_lock"], (lock,))
+            if hot:
+                lock = lock_id(function, key)
                 locked = waited = True
-                self.hot_keys.record_wait(function, key)
-                self.stats.hot_key_waits += 1
+                self._count_wait(function, key)
+                await conn.execute(SQL["advisory_lock"], (lock,))
             while True:
                 attempt += 1
                 committing = False
@@ -140,7 +170,8 @@ class Transactor:
                     value = await body(conn, attempt)
                     committing = True
                     tables = changes() if changes is not None else None
-                    await conn.execute(notify_commit(tables) if tables else SQL["commit"])
+                    await conn.execute(commit_statement(tables, lock if locked else None))
+                    locked = False  # released by the same round trip as COMMIT
                     return TxOutcome(value, attempt, waited)
                 except psycopg.Error as exc:
                     decision = classify_exception(exc, during_commit=committing)
@@ -157,10 +188,11 @@ class Transactor:
                             raise exhausted from exc
                         self.stats.retries += 1
                         if not locked and not read_only:
-                            await conn.execute(SQL["advisory_lock"], (lock,))
+                            # The key just became hot: queue on its lock before the retry.
+                            lock = lock_id(function, key)
                             locked = waited = True
-                            self.hot_keys.record_wait(function, key)
-                            self.stats.hot_key_waits += 1
+                            self._count_wait(function, key)
+                            await conn.execute(SQL["advisory_lock"], (lock,))
                         else:
                             await asyncio.sleep(self.policy.delay(attempt))
                         continue
@@ -179,6 +211,10 @@ class Transactor:
         finally:
             if locked and not conn.closed:
                 await _unlock_or_close(conn, lock)
+
+    def _count_wait(self, function: str, key: str) -> None:
+        self.hot_keys.record_wait(function, key)
+        self.stats.hot_key_waits += 1
 
 
 async def _rollback_quietly(conn: Conn) -> None:

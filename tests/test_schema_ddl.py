@@ -25,9 +25,9 @@ from runtime.schema import (
     parse_indexdef,
     table_model,
 )
-from runtime.schema.catalog import parse_queries
 from runtime.schema.ddl import defaults_equal
 from runtime.schema.tables import MANAGED_COMMENT
+from runtime.sql import parse
 
 TSTZ = "timestamp with time zone"
 
@@ -403,9 +403,9 @@ def test_catalog_queries() -> None:
         assert not query.endswith(";")
 
 
-def test_parse_queries() -> None:
+def test_parse_named_sql_sections() -> None:
     text = "-- header\n-- name: a\nSELECT 1;\n\n-- name: b\n-- a comment\nSELECT 2\n"
-    assert parse_queries(text) == {"a": "SELECT 1", "b": "-- a comment\nSELECT 2"}
+    assert parse(text) == {"a": "SELECT 1", "b": "SELECT 2"}  # comments document, not sent
 
 
 def test_actual_from_catalog_accepts_dict_rows_and_information_schema_spellings() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from runtime.errors import InvalidJSON, PayloadTooLarge
 
@@ -17,11 +17,17 @@ async def read_limited_body(request: Request, limit: int) -> bytes:
             raise InvalidJSON("Invalid Content-Length header") from None
         if size > limit:
             raise PayloadTooLarge(f"The request body is {size} bytes; the limit is {limit}")
+    # The ASGI messages themselves: most bodies are one message, and this path runs per call.
     chunks: list[bytes] = []
     received = 0
-    async for chunk in request.stream():
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk: bytes = message.get("body", b"")
         received += len(chunk)
         if received > limit:
             raise PayloadTooLarge(f"The request body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -19,8 +19,28 @@ def valid_request_id(value: str | None) -> str | None:
     return value if value and _REQUEST_ID.fullmatch(value) else None
 
 
+class JSONBytes(Response):
+    """A JSON response whose headers are built directly (this runs once per call)."""
+
+    media_type = "application/json"
+
+    def __init__(self, content: bytes, status: int, headers: dict[str, str] | None) -> None:
+        self.status_code = status
+        self.body = content
+        self.background = None
+        raw = [(b"content-length", str(len(content)).encode()), (b"content-type", _JSON)]
+        if headers:
+            raw.extend(
+                (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()
+            )
+        self.raw_headers = raw
+
+
+_JSON = b"application/json"
+
+
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(_encoder.encode(body), status, headers, media_type="application/json")
+    return JSONBytes(_encoder.encode(body), status, headers)
 
 
 def error_response(

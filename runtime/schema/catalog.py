@@ -21,6 +21,7 @@ from runtime.schema.tables import (
     TableModel,
     normalize_type,
 )
+from runtime.sql import parse
 
 COLUMN_FIELDS = ("table_name", "column_name", "data_type", "is_nullable", "column_default")
 INDEX_FIELDS = ("tablename", "indexname", "indexdef")
@@ -31,25 +32,7 @@ _INDEXDEF = re.compile(
 )
 
 
-def parse_queries(text: str) -> dict[str, str]:
-    """Split a .sql file into its `-- name: <name>` sections (comments kept)."""
-    queries: dict[str, str] = {}
-    name: str | None = None
-    lines: list[str] = []
-    for line in text.splitlines():
-        match = re.match(r"^--\s*name:\s*(\w+)\s*$", line)
-        if match:
-            if name is not None:
-                queries[name] = "\n".join(lines).strip().rstrip(";")
-            name, lines = match.group(1), []
-        elif name is not None:
-            lines.append(line)
-    if name is not None:
-        queries[name] = "\n".join(lines).strip().rstrip(";")
-    return queries
-
-
-CATALOG_QUERIES: dict[str, str] = parse_queries(
+CATALOG_QUERIES: dict[str, str] = parse(
     resources.files("runtime.schema").joinpath("catalog.sql").read_text(encoding="utf-8")
 )
 

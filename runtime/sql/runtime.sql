@@ -20,6 +20,14 @@ SELECT pg_advisory_lock(%s)
 -- name: advisory_unlock
 SELECT pg_advisory_unlock(%s)
 
+-- name: then_unlock
+-- Appended to COMMIT (a simple query; {lock} is a sql.Literal): the unlock runs in its own
+-- implicit transaction right after the COMMIT, in the same round trip. If COMMIT fails, the
+-- rest of the string does not run and the lock is kept for the retry (or released on the
+-- way out). The lock itself cannot ride with BEGIN: statements before a BEGIN in one simple
+-- query join its transaction, and the lock's wait would then come after the snapshot.
+; SELECT pg_advisory_unlock({lock})
+
 -- name: set_local_statement_timeout
 SELECT set_config('statement_timeout', %s, true)
 

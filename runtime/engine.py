@@ -8,6 +8,7 @@ through the same object.
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import logging
 import os
@@ -103,6 +104,9 @@ class Runtime:
         if self.settings.reload:
             self.reloader = Reloader(self)
             self.spawn(self.reloader.run())
+        if self.settings.freeze_gc:
+            gc.collect()
+            gc.freeze()
 
     async def stop(self) -> None:
         if self.reloader is not None:

@@ -43,15 +43,17 @@ class KeyQueue:
         self._queues: dict[tuple[str, str], tuple[asyncio.Lock, list[int]]] = {}
 
     @contextlib.asynccontextmanager
-    async def turn(self, function: str, key: str) -> AsyncIterator[None]:
+    async def turn(self, function: str, key: str) -> AsyncIterator[bool]:
+        """Wait for this key's turn; yields whether another call was ahead (contention)."""
         pair = (function, key)
         entry = self._queues.get(pair)
         if entry is None:
             entry = self._queues[pair] = (asyncio.Lock(), [0])
         entry[1][0] += 1
+        contended = entry[1][0] > 1
         try:
             async with entry[0]:
-                yield
+                yield contended
         finally:
             entry[1][0] -= 1
             if entry[1][0] == 0:
@@ -83,6 +85,14 @@ class HotKeyTracker:
             self._stats.move_to_end(pair)
         stats.conflicts += 1
         stats.last_conflict = time.monotonic()
+
+    def record_contention(self, function: str, key: str) -> None:
+        """A call had to wait for this key: it stays hot. Without this, queuing would stop
+        the conflicts that made it hot, it would turn cold after the window, and calls would
+        go back to aborting one another."""
+        stats = self._stats.get((function, key))
+        if stats is not None:
+            stats.last_conflict = time.monotonic()
 
     def record_wait(self, function: str, key: str) -> None:
         stats = self._stats.get((function, key))

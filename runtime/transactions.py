@@ -31,6 +31,7 @@ Body = Callable[[Conn, int], Awaitable[T]]
 Changes = Callable[[], str | None]
 
 SQL = load("runtime.sql")
+CONTENDED_LOCK_WAIT_S = 0.002
 CHANGES_SQL = load("changes.sql")
 
 
@@ -97,7 +98,9 @@ class Transactor:
         hot = not read_only and self.hot_keys.is_hot(function, key)
         if not hot:
             return await self._on_connection(body, read_only, function, key, timeout_ms, changes)
-        async with self.key_queue.turn(function, key):
+        async with self.key_queue.turn(function, key) as contended:
+            if contended:
+                self.hot_keys.record_contention(function, key)
             return await self._on_connection(
                 body, read_only, function, key, timeout_ms, changes, hot=True
             )
@@ -159,7 +162,10 @@ class Transactor:
                 lock = lock_id(function, key)
                 locked = waited = True
                 self._count_wait(function, key)
+                asked = time.monotonic()
                 await conn.execute(SQL["advisory_lock"], (lock,))
+                if time.monotonic() - asked > CONTENDED_LOCK_WAIT_S:  # another process had it
+                    self.hot_keys.record_contention(function, key)
             while True:
                 attempt += 1
                 committing = False

@@ -48,6 +48,7 @@ def _export(settings: Settings, database_url: str) -> None:
             "RUNTIME_DATA": str(settings.data_dir),
             "RUNTIME_DEV": "1" if settings.dev else "0",
             "RUNTIME_RELOAD": "1" if settings.reload else "0",
+            "RUNTIME_FREEZE_GC": "1" if settings.freeze_gc else "0",
             "RUNTIME_ALLOW_DESTRUCTIVE": "1" if settings.allow_destructive else "0",
             "RUNTIME_LOG_FORMAT": settings.log_format,
         }
@@ -118,14 +119,14 @@ def _print_problems(exc: LoadError) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    settings = settings_from_args(args, reload=args.reload or None)
+    settings = settings_from_args(args, reload=args.reload or None, freeze_gc=True)
     return _serve(settings, database_url_or_embedded(settings))
 
 
 def run_dev(args: argparse.Namespace) -> int:
     from runtime.defaults.dev_token import ensure_dev_token
 
-    settings = settings_from_args(args, dev=True, reload=True, log_format="text")
+    settings = settings_from_args(args, dev=True, reload=True, log_format="text", freeze_gc=True)
     url = database_url_or_embedded(settings)
     token = ensure_dev_token(settings.data_dir)
     base = f"http://{settings.host}:{settings.port}"

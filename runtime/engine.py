@@ -75,6 +75,7 @@ class Runtime:
         self.reload_status: dict[str, Any] = {}
         self.background: set[asyncio.Task[Any]] = set()
         self.reloader: Reloader | None = None
+        self.rebuild_routes: Callable[[], None] | None = None  # set by the HTTP app
         # Query subscriptions (GET /ws); with them off, mutations send no change notices.
         self.subscriptions: Hub | None = (
             Hub(self, max_concurrent_runs=settings.pool_max // 2)

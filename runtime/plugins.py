@@ -140,3 +140,13 @@ async def call_all(pm: pluggy.PluginManager, hook_name: str, **kwargs: Any) -> l
         if result is not None:
             results.append(result)
     return results
+
+
+async def call_plugin(
+    pm: pluggy.PluginManager, plugin: object, hook_name: str, **kwargs: Any
+) -> None:
+    """Await one plugin's implementation of a hook, if it has one (used when a single
+    plugin is swapped on reload: only it is shut down and started)."""
+    for impl in getattr(pm.hook, hook_name).get_hookimpls():
+        if impl.plugin is plugin:
+            await _invoke(pm, hook_name, impl, kwargs)

@@ -308,3 +308,55 @@ def test_no_failed_request_during_20_reloads(server: LiveServer, reload_app: App
     assert calls > 100
     assert "r19" in seen
     assert all(o.ok for o in server.runtime.reloader.history[-20:])  # type: ignore[union-attr]
+
+
+PLUGIN = """
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from runtime import hookimpl
+
+STARTED = []
+
+
+async def hello(request):
+    return PlainTextResponse("{text}")
+
+
+@hookimpl
+def routes():
+    return [Route("/hello", hello)]
+
+
+@hookimpl
+async def startup(runtime):
+    STARTED.append("{text}")
+"""
+
+
+def test_plugin_save_swaps_that_plugin(
+    reload_app: AppFiles, serve: Callable[..., LiveServer]
+) -> None:
+    reload_app.write_plugin("greeter", PLUGIN.replace("{text}", "v1"))
+    server = serve(reload_app, dev=True, reload=True)
+    with server.client() as client:
+        assert client.get("/hello").text == "v1"
+        outcome = save_and_wait(
+            server, lambda: reload_app.write_plugin("greeter", PLUGIN.replace("{text}", "v2"))
+        )
+        assert outcome["ok"] and outcome["plugins"] == ["plugins/greeter.py"]
+        assert client.get("/hello").text == "v2"
+        module = server.runtime.plugins.get_plugin("plugins/greeter.py")
+        assert module.STARTED == ["v2"]  # the new module's startup hook ran
+
+        # a broken plugin keeps the previous one serving, and says why
+        outcome = save_and_wait(
+            server, lambda: reload_app.write_plugin("greeter", "import nowhere_to_be_found\n")
+        )
+        assert not outcome["ok"] and "greeter.py" in outcome["error"]
+        assert client.get("/hello").text == "v2"
+        assert hello(client) == "v1"  # functions keep serving too
+
+        outcome = save_and_wait(server, lambda: (reload_app.plugins / "greeter.py").unlink())
+        assert outcome["ok"]
+        assert client.get("/hello").status_code == 404

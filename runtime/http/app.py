@@ -91,6 +91,11 @@ def build_app(runtime: Runtime) -> Starlette:
         exception_handlers={HTTPException: _http_exception},
     )
     app.state.runtime = runtime
+
+    def rebuild_routes() -> None:  # after a plugin reload: swap the route list at once
+        app.router.routes = core_routes() + plugin_routes(runtime)
+
+    runtime.rebuild_routes = rebuild_routes
     return app
 
 

@@ -7,11 +7,13 @@ import logging
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runtime.db.migrate import apply_schema
 from runtime.errors import LoadError
 from runtime.registry import build_registry
+from runtime.reload.plugins import swap_plugins
 from runtime.reload.watcher import batches
 
 if TYPE_CHECKING:
@@ -31,6 +33,7 @@ class ReloadOutcome:
     changed: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     migrations: list[str] = field(default_factory=list)
+    plugins: list[str] = field(default_factory=list)  # plugins swapped
     error: str | None = None
     at: float = field(default_factory=time.time)
 
@@ -48,6 +51,8 @@ class ReloadOutcome:
         ]
         if self.migrations:
             parts.append(f"{len(self.migrations)} schema change(s)")
+        if self.plugins:
+            parts.append(f"plugins swapped: {', '.join(self.plugins)}")
         return (
             f"reloaded in {self.duration_ms:.1f} ms ({files}): {', '.join(parts)}"
             f" -> version {self.version}"
@@ -63,15 +68,21 @@ class Reloader:
         self.history: list[ReloadOutcome] = []
         self._lock = asyncio.Lock()
 
-    async def reload(self, changed_files: list[str] | None = None) -> ReloadOutcome:
-        """Build a complete new registry off to the side, apply its schema diff, swap it in."""
+    async def reload(
+        self, changed_files: list[str] | None = None, plugin_files: list[Path] | None = None
+    ) -> ReloadOutcome:
+        """Swap changed plugins, then build a complete new registry off to the side, apply
+        its schema diff, and swap it in."""
         async with self._lock:
             runtime = self.runtime
             settings = runtime.settings
             current = runtime.registry
             started = time.perf_counter()
             generation = (current.generation if current else 0) + 1
+            plugins: list[str] = []
             try:
+                if plugin_files:
+                    plugins = await swap_plugins(runtime, plugin_files, generation)
                 registry = build_registry(
                     settings.functions_dir, settings.schema_path, generation, previous=current
                 )
@@ -108,6 +119,7 @@ class Reloader:
                     changed=changed,
                     removed=removed,
                     migrations=migrations,
+                    plugins=plugins,
                 )
             self._record(outcome)
             return outcome
@@ -129,18 +141,18 @@ class Reloader:
         settings = self.runtime.settings
         folders = [settings.functions_dir, settings.plugins_dir]
         root = settings.functions_dir.resolve().parent
+        plugins_dir = settings.plugins_dir.resolve()
         async for changed in batches(folders, settings.schema_path, self.stop_event):
             names = sorted(_relative(p, root) for p in changed)
-            await self.reload(names)
+            plugin_files = [Path(p) for p in changed if Path(p).parent == plugins_dir]
+            await self.reload(names, plugin_files)
 
     def stop(self) -> None:
         self.stop_event.set()
 
 
-def _relative(path: str, root: object) -> str:
-    from pathlib import Path
-
+def _relative(path: str, root: Path) -> str:
     try:
-        return str(Path(path).relative_to(root))  # type: ignore[arg-type]
+        return str(Path(path).relative_to(root))
     except ValueError:
         return path

@@ -21,7 +21,7 @@ from psycopg import pq, sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from runtime import errors
-from runtime.hotkeys import HotKeyTracker, KeyQueue, lock_id
+from runtime.hotkeys import HotKeyTracker, lock_id
 from runtime.retry import Decision, RetryPolicy, classify_exception
 from runtime.sql import load
 
@@ -81,7 +81,6 @@ class Transactor:
         self.hot_keys = hot_keys
         self.pool_timeout_s = pool_timeout_s
         self.stats = TxStats()
-        self.key_queue = KeyQueue()
 
     async def run(
         self,
@@ -96,14 +95,7 @@ class Transactor:
         """Run `body` in a transaction, retried; `changes()`, asked just before COMMIT, names
         the tables the attempt wrote for a `swarm_changes` notification (None: no notice)."""
         hot = not read_only and self.hot_keys.is_hot(function, key)
-        if not hot:
-            return await self._on_connection(body, read_only, function, key, timeout_ms, changes)
-        async with self.key_queue.turn(function, key) as contended:
-            if contended:
-                self.hot_keys.record_contention(function, key)
-            return await self._on_connection(
-                body, read_only, function, key, timeout_ms, changes, hot=True
-            )
+        return await self._on_connection(body, read_only, function, key, timeout_ms, changes, hot)
 
     async def _on_connection(
         self,
@@ -113,8 +105,7 @@ class Transactor:
         key: str,
         timeout_ms: int | None,
         changes: Changes | None,
-        *,
-        hot: bool = False,
+        hot: bool,
     ) -> TxOutcome[T]:
         try:
             conn_cm = self.pool.connection(timeout=self.pool_timeout_s)

@@ -19,7 +19,7 @@ from typing import Any
 import pluggy
 
 from runtime import hookspecs
-from runtime.errors import LoadError
+from runtime.errors import LoadError, RuntimeFailure
 
 PLUGIN_MODULE_PREFIX = "swarm_plugins"
 
@@ -110,8 +110,6 @@ class HookFailed(Exception):
 async def _invoke(
     pm: pluggy.PluginManager, hook_name: str, impl: pluggy.HookImpl, kwargs: dict[str, Any]
 ) -> Any:
-    from runtime.errors import RuntimeFailure
-
     try:
         result = impl.function(*[kwargs[a] for a in impl.argnames])
         if inspect.isawaitable(result):

@@ -108,28 +108,25 @@ class Transactor:
         hot: bool,
     ) -> TxOutcome[T]:
         try:
-            conn_cm = self.pool.connection(timeout=self.pool_timeout_s)
-            conn = await conn_cm.__aenter__()
+            conn = await self.pool.getconn(timeout=self.pool_timeout_s)
         except PoolTimeout as exc:
             raise errors.Unavailable(
                 "No database connection became free in time; try again shortly"
             ) from exc
         except psycopg.OperationalError as exc:
             raise errors.Unavailable() from exc
-        failure: BaseException | None = None
         try:
             return await self._attempts(
                 conn, body, read_only, function, key, timeout_ms, changes, hot
             )
-        except BaseException as exc:
-            failure = exc
-            raise
-        finally:
-            if failure is not None and conn.pgconn.transaction_status != pq.TransactionStatus.IDLE:
+        except BaseException:
+            if conn.pgconn.transaction_status != pq.TransactionStatus.IDLE:
                 # Cancelled mid-statement or the connection broke: never hand back a
                 # connection that may hold a transaction or a session lock.
                 await conn.close()
-            await conn_cm.__aexit__(None, None, None)
+            raise
+        finally:
+            await self.pool.putconn(conn)
 
     async def _attempts(
         self,

@@ -53,7 +53,8 @@ async def call_function(request: Request) -> Response:
         await runtime.authorize(fn, identity)
         body = await read_limited_body(request, runtime.settings.max_body_bytes)
         kwargs = runtime.decode_args(fn, body)
-        client_ip = request.client.host if request.client else None
+        client = request.scope.get("client")
+        client_ip = client[0] if client else None
         result = await runtime.call(fn, kwargs, identity, request_id, client_ip)
         attempts, waited = result.attempts, result.hot_key_waited
         return json_response(

@@ -47,18 +47,6 @@ class Context:
             {"function": self.function, "request_id": self.request_id},
         )
 
-    def __getattr__(self, name: str) -> Any:
-        # Only reached for names not set in __init__: ctx.<extension> values that plugins
-        # register in `Runtime.context_extensions`, built on first use.
-        if name.startswith("_"):
-            raise AttributeError(name)
-        factories = self._runtime.context_extensions
-        if name in factories:
-            value = factories[name](self)
-            setattr(self, name, value)
-            return value
-        raise AttributeError(f"ctx has no attribute {name!r}")
-
 
 class TxContext(Context):
     """For queries and mutations: everything runs in the call's one transaction."""

@@ -26,7 +26,7 @@ import psycopg
 from runtime import errors
 from runtime import schema as schema_mod
 from runtime.config import Settings
-from runtime.context import ActionContext, Context, TxContext
+from runtime.context import ActionContext, TxContext
 from runtime.db.migrate import apply_schema
 from runtime.db.pool import make_pool
 from runtime.defaults import DEFAULT_PLUGINS, DEV_PLUGINS
@@ -69,7 +69,6 @@ class Runtime:
             settings.plugins_dir,
             defaults=DEFAULT_PLUGINS + (DEV_PLUGINS if settings.dev else []),
         )
-        self.context_extensions: dict[str, Callable[[Context], Any]] = {}
         self.vm_drivers: dict[str, VMDriver] = {}
         self.started_at = time.time()
         self.reload_status: dict[str, Any] = {}

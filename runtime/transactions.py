@@ -95,18 +95,6 @@ class Transactor:
         """Run `body` in a transaction, retried; `changes()`, asked just before COMMIT, names
         the tables the attempt wrote for a `swarm_changes` notification (None: no notice)."""
         hot = not read_only and self.hot_keys.is_hot(function, key)
-        return await self._on_connection(body, read_only, function, key, timeout_ms, changes, hot)
-
-    async def _on_connection(
-        self,
-        body: Body[T],
-        read_only: bool,
-        function: str,
-        key: str,
-        timeout_ms: int | None,
-        changes: Changes | None,
-        hot: bool,
-    ) -> TxOutcome[T]:
         try:
             conn = await self.pool.getconn(timeout=self.pool_timeout_s)
         except PoolTimeout as exc:

@@ -418,6 +418,12 @@ class _FakePool:
 
         return cm()
 
+    async def getconn(self, timeout: float | None = None) -> Any:
+        return self.conn
+
+    async def putconn(self, conn: Any) -> None:
+        pass
+
     def get_stats(self) -> dict[str, int]:
         return {}
 

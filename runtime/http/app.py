@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
 
 from runtime.config import Settings
 from runtime.engine import Runtime
@@ -75,7 +76,32 @@ def plugin_routes(runtime: Runtime) -> list[BaseRoute]:
     return routes
 
 
-def build_app(runtime: Runtime) -> Starlette:
+class FunctionCalls:
+    """`POST /fn/<name>` straight to its handler, ahead of Starlette's middleware and router.
+
+    This is the route every agent call takes; `call_function` already answers every outcome
+    (errors included) itself, so the generic layers would only add their cost per call. Every
+    other request goes through the Starlette app as usual.
+    """
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+        self.router = app.router
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path: str = scope["path"]
+            if path.startswith("/fn/") and len(path) > 4 and "/" not in path[4:]:
+                scope["app"] = self.app
+                scope["router"] = self.router
+                scope["path_params"] = {"name": path[4:]}
+                response = await call_function(Request(scope, receive, send))
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def build_app(runtime: Runtime) -> FunctionCalls:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await runtime.start()
@@ -96,10 +122,10 @@ def build_app(runtime: Runtime) -> Starlette:
         app.router.routes = core_routes() + plugin_routes(runtime)
 
     runtime.rebuild_routes = rebuild_routes
-    return app
+    return FunctionCalls(app)
 
 
-def create_app(settings: Settings | None = None, database_url: str | None = None) -> Starlette:
+def create_app(settings: Settings | None = None, database_url: str | None = None) -> FunctionCalls:
     """Build the app from settings (the environment when None)."""
     settings = settings or Settings.from_env()
     url = database_url or settings.database_url

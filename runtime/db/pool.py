@@ -6,8 +6,8 @@ from typing import Any
 
 import msgspec
 import psycopg
-from psycopg.adapt import Loader
 from psycopg.types.json import set_json_dumps, set_json_loads
+from psycopg.types.string import TextLoader
 from psycopg_pool import AsyncConnectionPool
 
 from runtime.config import Settings
@@ -16,15 +16,10 @@ _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.Decoder().decode
 
 
-class UUIDTextLoader(Loader):
-    """Load uuid columns as str: app code and JSON see the same strings it sent."""
-
-    def load(self, data: Any) -> str:
-        return bytes(data).decode()
-
-
 def configure_adapters(conn: psycopg.AsyncConnection[Any] | psycopg.Connection[Any]) -> None:
-    conn.adapters.register_loader("uuid", UUIDTextLoader)
+    # uuid columns load as str (app code and JSON see the strings they sent), with psycopg's
+    # own text loader: its C version when psycopg-binary is installed.
+    conn.adapters.register_loader("uuid", TextLoader)
     set_json_loads(_json_decode, conn)
     set_json_dumps(_json_encode, conn)
 

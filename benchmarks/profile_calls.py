@@ -418,7 +418,7 @@ class _FakePool:
 
         return cm()
 
-    async def getconn(self, timeout: float | None = None) -> Any:
+    async def getconn(self, timeout: float | None = None) -> Any:  # noqa: ASYNC109 (pool API)
         return self.conn
 
     async def putconn(self, conn: Any) -> None:

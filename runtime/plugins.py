@@ -44,6 +44,11 @@ def load_plugin_file(path: Path, generation: int = 0) -> ModuleType:
     return module
 
 
+def file_plugin_name(path: Path) -> str:
+    """The name a plugin loaded from `plugins/<file>` is registered under."""
+    return f"plugins/{path.name}"
+
+
 def make_plugin_manager(
     plugins_dir: Path | None,
     *,
@@ -66,7 +71,7 @@ def make_plugin_manager(
                 continue
             try:
                 module = load_plugin_file(path, generation)
-                pm.register(module, name=f"plugins/{path.name}")
+                pm.register(module, name=file_plugin_name(path))
             except Exception:
                 problems.append(f"plugin {path.name!r} failed to load:\n{traceback.format_exc()}")
     if entry_points:

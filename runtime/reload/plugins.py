@@ -17,14 +17,10 @@ import pluggy
 
 from runtime import hookspecs
 from runtime.errors import LoadError
-from runtime.plugins import call_plugin, load_plugin_file
+from runtime.plugins import call_plugin, file_plugin_name, load_plugin_file
 
 if TYPE_CHECKING:
     from runtime.engine import Runtime
-
-
-def plugin_name(path: Path) -> str:
-    return f"plugins/{path.name}"  # as runtime.plugins.make_plugin_manager names them
 
 
 def _import_all(paths: list[Path], generation: int) -> dict[str, ModuleType | None]:
@@ -35,10 +31,10 @@ def _import_all(paths: list[Path], generation: int) -> dict[str, ModuleType | No
         if path.name.startswith("_"):
             continue
         if not path.exists():
-            modules[plugin_name(path)] = None
+            modules[file_plugin_name(path)] = None
             continue
         try:
-            modules[plugin_name(path)] = load_plugin_file(path, generation)
+            modules[file_plugin_name(path)] = load_plugin_file(path, generation)
         except Exception:
             problems.append(f"plugin {path.name!r} failed to load:\n{traceback.format_exc()}")
     if problems:

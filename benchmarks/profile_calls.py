@@ -401,8 +401,15 @@ class _FakeConn:
     def cursor(self, row_factory: Any = None) -> _FakeCursor:
         return _FakeCursor(row_factory)
 
+    @property
+    def documents(self) -> _FakeCursor:  # RuntimeConnection's reusable cursor
+        return _FakeCursor()
+
     async def execute(self, query: str, params: Any = None, **kw: Any) -> _FakeCursor:
         return await _FakeCursor().execute(query, params)
+
+    async def command(self, statements: bytes) -> None:  # RuntimeConnection's BEGIN/COMMIT
+        pass
 
 
 class _FakePool:

@@ -14,19 +14,20 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import psycopg
 from psycopg import pq, sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from runtime import errors
+from runtime.db.connection import RuntimeConnection
 from runtime.hotkeys import HotKeyTracker, lock_id
 from runtime.retry import Decision, RetryPolicy, classify_exception
 from runtime.sql import load
 
 T = TypeVar("T")
-Conn = psycopg.AsyncConnection[Any]
+Conn = RuntimeConnection
 Body = Callable[[Conn, int], Awaitable[T]]
 Changes = Callable[[], str | None]
 
@@ -35,18 +36,24 @@ CONTENDED_LOCK_WAIT_S = 0.002
 CHANGES_SQL = load("changes.sql")
 
 
+BEGIN_READ_WRITE = SQL["begin_read_write"].encode()
+BEGIN_READ_ONLY = SQL["begin_read_only"].encode()
+COMMIT = SQL["commit"].encode()
+ROLLBACK = SQL["rollback"].encode()
+
+
 @lru_cache(maxsize=1024)
-def notify_commit(tables: str) -> str:
+def notify_commit(tables: str) -> bytes:
     """`NOTIFY swarm_changes, '<tables>'; COMMIT`: one simple query, one round trip."""
-    return sql.SQL(CHANGES_SQL["notify_commit"]).format(tables=sql.Literal(tables)).as_string(None)
+    return sql.SQL(CHANGES_SQL["notify_commit"]).format(tables=sql.Literal(tables)).as_bytes(None)
 
 
-def commit_statement(tables: str | None, lock: int | None) -> str:
+def commit_statement(tables: str | None, lock: int | None) -> bytes:
     """COMMIT, with the change notice before it and the hot-key unlock after it."""
-    commit = notify_commit(tables) if tables else SQL["commit"]
+    commit = notify_commit(tables) if tables else COMMIT
     if lock is None:
         return commit
-    return commit + sql.SQL(SQL["then_unlock"]).format(lock=sql.Literal(lock)).as_string(None)
+    return commit + sql.SQL(SQL["then_unlock"]).format(lock=sql.Literal(lock)).as_bytes(None)
 
 
 @dataclass
@@ -71,7 +78,7 @@ class Transactor:
 
     def __init__(
         self,
-        pool: AsyncConnectionPool,
+        pool: AsyncConnectionPool[RuntimeConnection],
         policy: RetryPolicy,
         hot_keys: HotKeyTracker,
         pool_timeout_s: float,
@@ -127,7 +134,7 @@ class Transactor:
         changes: Changes | None,
         hot: bool,
     ) -> TxOutcome[T]:
-        begin = SQL["begin_read_only" if read_only else "begin_read_write"]
+        begin = BEGIN_READ_ONLY if read_only else BEGIN_READ_WRITE
         lock = 0
         locked = waited = False
         started = time.monotonic()
@@ -146,13 +153,13 @@ class Transactor:
                 attempt += 1
                 committing = False
                 try:
-                    await conn.execute(begin)
+                    await conn.command(begin)
                     if timeout_ms is not None:
                         await conn.execute(SQL["set_local_statement_timeout"], (str(timeout_ms),))
                     value = await body(conn, attempt)
                     committing = True
                     tables = changes() if changes is not None else None
-                    await conn.execute(commit_statement(tables, lock if locked else None))
+                    await conn.command(commit_statement(tables, lock if locked else None))
                     locked = False  # released by the same round trip as COMMIT
                     return TxOutcome(value, attempt, waited)
                 except psycopg.Error as exc:
@@ -203,7 +210,7 @@ async def _rollback_quietly(conn: Conn) -> None:
     status = conn.pgconn.transaction_status
     if status in (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR):
         try:
-            await conn.execute(SQL["rollback"])
+            await conn.command(ROLLBACK)
         except psycopg.Error:
             await conn.close()
 

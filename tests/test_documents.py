@@ -58,6 +58,15 @@ async def edit(ctx, id: str):
 async def patch_missing(ctx):
     await ctx.db.patch("tasks", "00000000-0000-0000-0000-000000000000", {"title": "x"})
 
+@mutation
+async def gathered(ctx, ids: list):
+    # Concurrent ctx.db calls in one call share the connection's reusable cursor.
+    import asyncio
+    rows = await asyncio.gather(*(ctx.db.get("tasks", i) for i in ids))
+    await asyncio.gather(*(ctx.db.patch("tasks", i, {"rank": 7}) for i in ids))
+    new = await asyncio.gather(*(ctx.db.insert("tasks", {"title": f"n{k}"}) for k in range(5)))
+    return {"titles": [r["title"] for r in rows], "new": len(set(new))}
+
 @query
 async def raw(ctx, rank: int):
     rows = await ctx.sql("SELECT count(*) AS n FROM tasks WHERE rank = %s", rank)
@@ -102,6 +111,13 @@ SCHEMA: dict[str, Any] = {
             }
         },
         "tasks.patch_missing": {"args": OBJECT},
+        "tasks.gathered": {
+            "args": {
+                "type": "object",
+                "properties": {"ids": {"type": "array", "items": {"type": "string"}}},
+                "required": ["ids"],
+            }
+        },
         "tasks.raw": {
             "args": {
                 "type": "object",
@@ -170,3 +186,14 @@ def test_patch_replace_delete(client: httpx.Client) -> None:
 def test_raw_sql_in_the_same_transaction(client: httpx.Client) -> None:
     call(client, "seed", n=10)
     assert call(client, "raw", rank=3) == 2
+
+
+def test_concurrent_documents_calls_in_one_function_read_their_own_rows(
+    client: httpx.Client,
+) -> None:
+    ids = call(client, "seed", n=12)
+    assert call(client, "gathered", ids=ids) == {
+        "titles": [f"t{i}" for i in range(12)],
+        "new": 5,
+    }
+    assert call(client, "ranked", low=7, high=8) == [7] * 12

@@ -14,9 +14,10 @@ from typing import Any, Protocol
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import dict_row
+from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 
+from runtime.db.connection import RuntimeConnection
 from runtime.db.query import Query
 from runtime.errors import InvalidDocument, NotFound
 from runtime.subscriptions.tables import TableAccess
@@ -90,7 +91,7 @@ def _delete(table: str) -> str:
 class Database:
     """The documents API handed to queries and mutations as `ctx.db`."""
 
-    __slots__ = ("_access", "_conn", "_read_only", "_tables")
+    __slots__ = ("_access", "_conn", "_cursor", "_read_only", "_tables")
 
     def __init__(
         self,
@@ -100,6 +101,12 @@ class Database:
         access: TableAccess | None = None,
     ) -> None:
         self._conn = conn
+        # Single-row statements share the connection's reusable cursor (runtime/db/connection.py).
+        self._cursor: psycopg.AsyncCursor[DictRow] = (
+            conn.documents
+            if isinstance(conn, RuntimeConnection)
+            else conn.cursor(row_factory=dict_row)
+        )
         self._tables = tables
         self._read_only = read_only
         self._access = access if access is not None else TableAccess(tables)  # tables touched
@@ -116,7 +123,7 @@ class Database:
         self._access.reads.add(table)
         if not _looks_like_uuid(id):
             return None
-        cur = self._conn.cursor(row_factory=dict_row)
+        cur = self._cursor
         await cur.execute(_select_by_id(table), (id,))
         return await cur.fetchone()
 
@@ -127,13 +134,14 @@ class Database:
         columns = tuple(clean)
         types = tuple(info.column_types[c] for c in columns)
         self._access.writes.add(table)
-        cur = await self._conn.execute(
+        cur = self._cursor
+        await cur.execute(
             _insert(table, columns, types),
             [bind(t, clean[c]) for c, t in zip(columns, types, strict=True)],
         )
         row = await cur.fetchone()
         assert row is not None
-        return str(row[0])
+        return str(row["_id"])
 
     async def patch(self, table: str, id: str, fields: Mapping[str, Any]) -> None:
         """Set the given columns of one document; raise not_found if it does not exist."""
@@ -154,7 +162,8 @@ class Database:
         if not _looks_like_uuid(id):
             raise NotFound(f"No document {id!r} in table {table!r}")
         self._access.writes.add(table)
-        cur = await self._conn.execute(_delete(table), (id,))
+        cur = self._cursor
+        await cur.execute(_delete(table), (id,))
         if cur.rowcount == 0:
             raise NotFound(f"No document {id!r} in table {table!r}")
 
@@ -176,7 +185,8 @@ class Database:
         params = [bind(t, clean[c]) for c, t in zip(columns, types, strict=True)]
         params.append(id)
         self._access.writes.add(info.name)
-        cur = await self._conn.execute(_update(info.name, columns, types), params)
+        cur = self._cursor
+        await cur.execute(_update(info.name, columns, types), params)
         if cur.rowcount == 0:
             raise NotFound(f"No document {id!r} in table {info.name!r}")
 

@@ -42,7 +42,7 @@ async def _plan_and_apply(
 
 
 async def apply_schema(
-    pool: AsyncConnectionPool, schema: Any, *, allow_destructive: bool
+    pool: AsyncConnectionPool[Any], schema: Any, *, allow_destructive: bool
 ) -> list[str]:
     """Bring the database up to schema.json in one transaction; returns the statements run."""
     async with pool.connection() as conn, conn.transaction():

@@ -11,6 +11,7 @@ from psycopg.types.string import TextLoader
 from psycopg_pool import AsyncConnectionPool
 
 from runtime.config import Settings
+from runtime.db.connection import RuntimeConnection
 
 _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.Decoder().decode
@@ -24,12 +25,12 @@ def configure_adapters(conn: psycopg.AsyncConnection[Any] | psycopg.Connection[A
     set_json_dumps(_json_encode, conn)
 
 
-async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
+async def _configure(conn: RuntimeConnection) -> None:
     configure_adapters(conn)
     await conn.set_autocommit(True)
 
 
-def make_pool(settings: Settings, conninfo: str) -> AsyncConnectionPool:
+def make_pool(settings: Settings, conninfo: str) -> AsyncConnectionPool[RuntimeConnection]:
     """A pool of autocommit connections; transactions are begun explicitly per call.
 
     The statement timeout is a session default set at connect time, so the hot path needs
@@ -41,6 +42,7 @@ def make_pool(settings: Settings, conninfo: str) -> AsyncConnectionPool:
     )
     return AsyncConnectionPool(
         conninfo,
+        connection_class=RuntimeConnection,
         kwargs={"options": options, "prepare_threshold": 2, "application_name": "swarm-runtime"},
         min_size=settings.pool_min,
         max_size=settings.pool_max,

@@ -53,7 +53,12 @@ def commit_statement(tables: str | None, lock: int | None) -> bytes:
     commit = notify_commit(tables) if tables else COMMIT
     if lock is None:
         return commit
-    return commit + sql.SQL(SQL["then_unlock"]).format(lock=sql.Literal(lock)).as_bytes(None)
+    return commit + lock_statement("then_unlock", lock)
+
+
+def lock_statement(name: str, lock: int) -> bytes:
+    """`advisory_lock`, `advisory_unlock` or `then_unlock` for this lock id."""
+    return SQL[name].format(lock=int(lock)).encode()
 
 
 @dataclass
@@ -146,7 +151,7 @@ class Transactor:
                 locked = waited = True
                 self._count_wait(function, key)
                 asked = time.monotonic()
-                await conn.execute(SQL["advisory_lock"], (lock,))
+                await conn.command(lock_statement("advisory_lock", lock))
                 if time.monotonic() - asked > CONTENDED_LOCK_WAIT_S:  # another process had it
                     self.hot_keys.record_contention(function, key)
             while True:
@@ -181,7 +186,7 @@ class Transactor:
                             lock = lock_id(function, key)
                             locked = waited = True
                             self._count_wait(function, key)
-                            await conn.execute(SQL["advisory_lock"], (lock,))
+                            await conn.command(lock_statement("advisory_lock", lock))
                         else:
                             await asyncio.sleep(self.policy.delay(attempt))
                         continue
@@ -219,7 +224,7 @@ async def _unlock_or_close(conn: Conn, lock: int) -> None:
     """Release the session lock; if that is impossible, closing the session releases it."""
     try:
         if conn.pgconn.transaction_status == pq.TransactionStatus.IDLE:
-            await conn.execute(SQL["advisory_unlock"], (lock,))
+            await conn.command(lock_statement("advisory_unlock", lock))
             return
     except (psycopg.Error, asyncio.CancelledError):
         pass

@@ -14,14 +14,15 @@ ROLLBACK
 
 -- name: advisory_lock
 -- Session-level: taken in autocommit before BEGIN, so the transaction's snapshot is taken
--- only once the lock is held (see DESIGN §7).
-SELECT pg_advisory_lock(%s)
+-- only once the lock is held (see DESIGN §7). {lock}, here and below, is the 64-bit lock id
+-- (a Python int, formatted in): these run as bare simple queries on the hot path.
+SELECT pg_advisory_lock({lock})
 
 -- name: advisory_unlock
-SELECT pg_advisory_unlock(%s)
+SELECT pg_advisory_unlock({lock})
 
 -- name: then_unlock
--- Appended to COMMIT (a simple query; {lock} is a sql.Literal): the unlock runs in its own
+-- Appended to COMMIT (one simple query): the unlock runs in its own
 -- implicit transaction right after the COMMIT, in the same round trip. If COMMIT fails, the
 -- rest of the string does not run and the lock is kept for the retry (or released on the
 -- way out). The lock itself cannot ride with BEGIN: statements before a BEGIN in one simple

@@ -7,6 +7,10 @@ per call; one reused cursor 3,650/s at 258 µs; and BEGIN/COMMIT sent without a 
 well, 3,920/s at 240 µs. (Pipeline mode, which saves round trips, cost more client CPU than
 it saved: 3,100/s at 316 µs.) So `RuntimeConnection` keeps one cursor for ctx.db's
 single-row statements and sends control statements as bare simple queries.
+
+`command` drives libpq through psycopg's `generators.execute` and `AsyncConnection.wait`, the
+same pieces psycopg's own `commit()` uses; they are not documented API, hence the `<3.4` bound
+on psycopg in pyproject.toml (tests/test_transactions.py and the suite exercise this path).
 """
 
 from __future__ import annotations
@@ -49,9 +53,10 @@ class RuntimeConnection(psycopg.AsyncConnection[Any]):
         simple query, without a cursor; the first one that fails raises its psycopg error
         (the rest of the string does not run)."""
         async with self.lock:
-            self._check_connection_ok()
+            if self.closed:
+                raise psycopg.OperationalError("the connection is closed")
             self.pgconn.send_query(statements)
             results = await self.wait(execute(self.pgconn))
         for result in results:
             if result.status == _FATAL_ERROR:
-                raise pg_errors.error_from_result(result, encoding=self.pgconn._encoding)
+                raise pg_errors.error_from_result(result, encoding=self.info.encoding)

@@ -1,12 +1,13 @@
 """The pooled connection: psycopg's AsyncConnection with the runtime's hot path made cheap.
 
-Every call costs at least BEGIN, its statements, and COMMIT, each a round trip. Measured with
-16 tasks running the benchmark transaction (BEGIN, point SELECT, UPDATE, COMMIT) on psycopg
-alone, uvloop, this machine: a fresh cursor per statement 3,330 calls/s at 294 µs client CPU
-per call; one reused cursor 3,650/s at 258 µs; and BEGIN/COMMIT sent without a cursor as
-well, 3,920/s at 240 µs. (Pipeline mode, which saves round trips, cost more client CPU than
-it saved: 3,100/s at 316 µs.) So `RuntimeConnection` keeps one cursor for ctx.db's
-single-row statements and sends control statements as bare simple queries.
+Every call costs at least BEGIN, its statements, and COMMIT, each a round trip, and psycopg's
+client work per statement is much of a call's CPU. `python -m benchmarks.bench_psycopg` runs
+the benchmark transaction (BEGIN, point SELECT, UPDATE, COMMIT) from 16 tasks on psycopg alone:
+a fresh cursor per statement 3,557 calls/s at 276 µs client CPU per call; one reused cursor
+3,951/s at 245 µs; that cursor plus BEGIN/COMMIT sent without a cursor (this module) 4,171/s
+at 227 µs. Pipeline mode, which saves round trips, cost more client CPU than it saved
+(3,492/s at 282 µs). So `RuntimeConnection` keeps one cursor for ctx.db's single-row
+statements and sends control statements as bare simple queries.
 
 `command` drives libpq through psycopg's `generators.execute` and `AsyncConnection.wait`, the
 same pieces psycopg's own `commit()` uses; they are not documented API, hence the `<3.4` bound

@@ -130,3 +130,35 @@ def test_always_conflicting_mutation_ends_in_409_and_pool_is_idle(
         assert held == (0,)
     assert server.runtime.transactor.stats.exhausted == 1
     assert server.runtime.transactor.stats.retries == 3
+
+
+def test_runtime_connection_commands(database_url: str) -> None:
+    """BEGIN/COMMIT, the hot-key lock and its unlock go as bare simple queries
+    (runtime/db/connection.py): any 64-bit lock id works, errors raise psycopg's classes."""
+    from runtime.db.connection import RuntimeConnection
+    from runtime.transactions import commit_statement, lock_statement
+
+    async def main() -> None:
+        conn = await RuntimeConnection.connect(database_url, autocommit=True)
+        try:
+            for lock in (-(2**63), 2**63 - 1, 0, -1):
+                await conn.command(lock_statement("advisory_lock", lock))
+                await conn.command(b"BEGIN ISOLATION LEVEL SERIALIZABLE")
+                await conn.documents.execute(
+                    "SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory'"
+                )
+                assert await conn.documents.fetchone() == {"n": 1}
+                await conn.command(commit_statement(None, lock))  # COMMIT; unlock
+                await conn.documents.execute(
+                    "SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory'"
+                )
+                assert await conn.documents.fetchone() == {"n": 0}
+            with pytest.raises(psycopg.errors.DivisionByZero):
+                await conn.command(b"SELECT 1; SELECT 1/0; SELECT 2")
+            assert conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        finally:
+            await conn.close()
+        with pytest.raises(psycopg.OperationalError):
+            await conn.command(b"SELECT 1")
+
+    asyncio.run(main())

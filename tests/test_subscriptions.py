@@ -226,6 +226,15 @@ def test_subscribe_gets_result_then_pushes_on_write(
         metrics = client.get("/metrics").text
     assert "swarm_runtime_subscriptions 1.0" in metrics
     assert "swarm_runtime_ws_connections 1.0" in metrics
+    # Subscription runs are not calls: they have counters of their own (process-wide, so
+    # at least this hub's 3 runs and 3 pushes).
+    totals = dict(
+        line.split()
+        for line in metrics.splitlines()
+        if line.startswith("swarm_runtime_subscription_")
+    )
+    assert float(totals["swarm_runtime_subscription_runs_total"]) >= 3
+    assert float(totals["swarm_runtime_subscription_pushes_total"]) >= 3
 
 
 def test_raw_sql_query_is_pushed_on_write_of_its_table(

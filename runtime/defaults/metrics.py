@@ -159,6 +159,16 @@ SUBSCRIPTIONS = Gauge(
     multiprocess_mode="livesum",
     registry=REGISTRY,
 )
+SUBSCRIPTION_RUNS = Counter(
+    "swarm_runtime_subscription_runs",
+    "Query runs for subscriptions (first results and re-runs; not in the call metrics)",
+    registry=REGISTRY,
+)
+SUBSCRIPTION_PUSHES = Counter(
+    "swarm_runtime_subscription_pushes",
+    "Frames pushed to subscribers (runs whose result changed)",
+    registry=REGISTRY,
+)
 WS_CONNECTIONS = Gauge(
     "swarm_runtime_ws_connections",
     "Open WebSocket connections (GET /ws)",
@@ -187,7 +197,7 @@ WEBHOOKS = Counter(
 
 # What each transactor's counters were at the last sync: the counters above grow by the
 # difference. Keyed weakly, so a stopped runtime (tests start many) is forgotten.
-_synced: weakref.WeakKeyDictionary[Any, tuple[int, int, int, int]] = weakref.WeakKeyDictionary()
+_synced: weakref.WeakKeyDictionary[Any, tuple[int, ...]] = weakref.WeakKeyDictionary()
 
 
 def multiprocess_dir() -> str | None:
@@ -205,16 +215,23 @@ def sync(runtime: Any) -> None:
     hub = getattr(runtime, "subscriptions", None)
     SUBSCRIPTIONS.set(hub.count if hub is not None else 0)
     WS_CONNECTIONS.set(hub.connections if hub is not None else 0)
-    transactor = runtime.transactor
-    tx = transactor.stats
-    now = (tx.transactions, tx.retries, tx.exhausted, tx.hot_key_waits)
-    before = _synced.get(transactor, (0, 0, 0, 0))
-    for counter, new, old in zip(
-        (TRANSACTIONS, TX_RETRIES, TX_EXHAUSTED, TX_HOT_KEY_WAITS), now, before, strict=True
-    ):
+    if hub is not None:
+        _advance(hub, (SUBSCRIPTION_RUNS, SUBSCRIPTION_PUSHES), (hub.runs, hub.pushes))
+    tx = runtime.transactor.stats
+    _advance(
+        runtime.transactor,
+        (TRANSACTIONS, TX_RETRIES, TX_EXHAUSTED, TX_HOT_KEY_WAITS),
+        (tx.transactions, tx.retries, tx.exhausted, tx.hot_key_waits),
+    )
+
+
+def _advance(source: Any, counters: tuple[Counter, ...], now: tuple[int, ...]) -> None:
+    """Grow each counter by how much its figure in `source` grew since the last sync."""
+    before = _synced.get(source, (0,) * len(now))
+    for counter, new, old in zip(counters, now, before, strict=True):
         if new > old:
             counter.inc(new - old)
-    _synced[transactor] = now
+    _synced[source] = now
 
 
 def exposition(runtime: Any) -> bytes:

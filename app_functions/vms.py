@@ -195,7 +195,7 @@ async def stop(ctx: Any, vm_id: str) -> dict[str, Any]:
         info = await driver.stop(vm["driver_vm_id"])
     except NotFound:
         raise UserError(
-            "conflict", "The VM driver does not know this VM (it may run under another worker)"
+            "conflict", "The VM driver does not know this VM (it may run on another host)"
         ) from None
     await _record(ctx, vm_id, "stopped" if info.state == "stopped" else "error")
     return await ctx.run_query("vms.get", {"vm_id": vm_id})

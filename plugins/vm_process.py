@@ -16,6 +16,12 @@ which can deadlock when other threads hold locks (the runtime has thread pools),
 forces a full fork(); `prlimit` after spawn leaves a window in which the agent runs, and can
 fork, unlimited. The wrapper has neither problem and needs nothing but this interpreter.
 
+Any server process on the host can stop a VM another one started (with `serve --workers N`,
+or after the starting worker died): `spawn` writes `vm.json` into the VM's directory (its
+process group id and the leader's start time), the starting process writes `exit.json` when
+the leader exits, and whoever stops it leaves `stop-requested` there, so that every worker
+reports the same state. A sibling signals the group only while it is still that group.
+
 RLIMIT_AS caps virtual address space, not resident memory: runtimes that reserve large
 address ranges up front (Node.js, the JVM, Go) may fail under a small cap even though they
 would use little memory. Set `RUNTIME_VM_PROCESS_LIMIT_MEMORY=0` to leave it unset.
@@ -31,7 +37,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -51,12 +59,20 @@ from runtime import (
     VMSpec,
     group_alive,
     hookimpl,
+    sibling_group_alive,
     spawn_group,
+    start_time,
     terminate_group,
+    terminate_sibling_group,
 )
 
 DRIVER_NAME = "process"
 PASSED_ENV = ("PATH", "HOME", "LANG")
+VM_ID = re.compile(r"proc-[0-9a-f]{12}")
+RECORD = "vm.json"  # written by spawn: how any server process on the host finds the group
+EXIT = "exit.json"  # written by the starting process when the leader exits
+STOP_MARK = "stop-requested"  # left by whichever process stopped it
+SIBLING_EXIT_WAIT_S = 1.0  # after stopping a sibling's VM: wait this long for its exit.json
 
 # Runs in the child: apply the limits to itself, then become the agent command.
 _RLIMIT_WRAPPER = """\
@@ -88,12 +104,23 @@ class ProcessVMError(RuntimeFailure):
 
 @dataclass(eq=False)
 class _ProcessVM:
+    """A VM this process started: its child, which it waits for."""
+
     vm_id: str
-    spec: VMSpec
-    command: list[str]
+    record: dict[str, Any]  # what vm.json holds
     workdir: Path
     proc: asyncio.subprocess.Process
-    started_at: float
+    stop_requested: bool = False
+    stopping: asyncio.Task[None] | None = None
+
+
+@dataclass(eq=False)
+class _SiblingVM:
+    """A VM another server process on this host started, known by its vm.json."""
+
+    vm_id: str
+    record: dict[str, Any]
+    workdir: Path
     stop_requested: bool = False
     stopping: asyncio.Task[None] | None = None
 
@@ -119,6 +146,8 @@ class ProcessDriver:
         source = os.environ if base_env is None else base_env
         self.base_env = {key: source[key] for key in PASSED_ENV if key in source}
         self._vms: dict[str, _ProcessVM] = {}
+        self._siblings: dict[str, _SiblingVM] = {}
+        self._exit_writers: set[asyncio.Task[None]] = set()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ProcessDriver:
@@ -162,15 +191,32 @@ class ProcessDriver:
         out, err = _open_logs(workdir)
         with out, err:
             proc = await spawn_group(argv, cwd=workdir, env=env, stdout=out, stderr=err)
-        vm = _ProcessVM(vm_id, spec, command, workdir, proc, time.time())
+        record = {
+            "vm_id": vm_id,
+            "name": spec.name,
+            "ticket_id": spec.ticket_id,
+            "command": command,
+            "pgid": proc.pid,
+            "leader_start": start_time(proc.pid),
+            "started_at": time.time(),
+        }
+        vm = _ProcessVM(vm_id, record, workdir, proc)
         self._vms[vm_id] = vm
+        _write_json(workdir / RECORD, record)
+        writer = asyncio.ensure_future(self._write_exit(vm))
+        self._exit_writers.add(writer)
+        writer.add_done_callback(self._exit_writers.discard)
         return self._info(vm)
 
     async def stop(self, vm_id: str) -> VMInfo:
         vm = self._get(vm_id)
+        if isinstance(vm, _SiblingVM):
+            return await self._stop_sibling(vm)
         # Also clean up after a leader that exited on its own but left its group running.
         if vm.stopping is None and (vm.proc.returncode is None or group_alive(vm.proc.pid)):
             vm.stop_requested = vm.proc.returncode is None
+            if vm.stop_requested:
+                (vm.workdir / STOP_MARK).touch()  # for the other server processes
             vm.stopping = asyncio.ensure_future(terminate_group(vm.proc, self.stop_grace))
         if vm.stopping is not None:
             await asyncio.shield(vm.stopping)
@@ -180,7 +226,9 @@ class ProcessDriver:
         return self._info(self._get(vm_id))
 
     async def list(self) -> list[VMInfo]:
-        return [self._info(vm) for vm in self._vms.values()]
+        """The VMs this driver started, and those of sibling processes it was asked about."""
+        known: list[_ProcessVM | _SiblingVM] = [*self._vms.values(), *self._siblings.values()]
+        return [self._info(vm) for vm in known]
 
     # --- beyond the interface -------------------------------------------------------------
 
@@ -188,14 +236,40 @@ class ProcessDriver:
         """Stop every VM still running (called from the `shutdown` hook)."""
         running = [vm_id for vm_id, vm in self._vms.items() if vm.proc.returncode is None]
         await asyncio.gather(*(self.stop(vm_id) for vm_id in running))
+        await asyncio.gather(*self._exit_writers, return_exceptions=True)
 
     # --- internals ------------------------------------------------------------------------
 
-    def _get(self, vm_id: str) -> _ProcessVM:
-        try:
-            return self._vms[vm_id]
-        except KeyError:
-            raise NotFound(f"No VM {vm_id!r} in the {DRIVER_NAME!r} driver") from None
+    def _get(self, vm_id: str) -> _ProcessVM | _SiblingVM:
+        vm = self._vms.get(vm_id) or self._siblings.get(vm_id)
+        if vm is not None:
+            return vm
+        workdir = self.data_dir / "vms" / vm_id
+        record = _read_json(workdir / RECORD) if VM_ID.fullmatch(vm_id) else None
+        if record is None or not isinstance(record.get("leader_start"), int):
+            raise NotFound(f"No VM {vm_id!r} in the {DRIVER_NAME!r} driver")
+        sibling = self._siblings[vm_id] = _SiblingVM(vm_id, record, workdir.resolve())
+        return sibling
+
+    async def _write_exit(self, vm: _ProcessVM) -> None:
+        code = await vm.proc.wait()
+        _write_json(vm.workdir / EXIT, {"exit_code": code})
+
+    async def _stop_sibling(self, vm: _SiblingVM) -> VMInfo:
+        pgid, leader_start = vm.record["pgid"], vm.record["leader_start"]
+        if vm.stopping is None and sibling_group_alive(pgid, leader_start):
+            vm.stop_requested = True
+            (vm.workdir / STOP_MARK).touch()
+            vm.stopping = asyncio.ensure_future(
+                terminate_sibling_group(pgid, leader_start, self.stop_grace)
+            )
+        if vm.stopping is not None:
+            await asyncio.shield(vm.stopping)
+            # Its parent reaps the leader and writes exit.json: give it a moment.
+            deadline = time.monotonic() + SIBLING_EXIT_WAIT_S
+            while not (vm.workdir / EXIT).exists() and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        return self._info(vm)
 
     def _child_env(self, spec: VMSpec, vm_id: str) -> dict[str, str]:
         env = dict(self.base_env)
@@ -205,29 +279,40 @@ class ProcessDriver:
             env.setdefault("TICKET_ID", spec.ticket_id)
         return env
 
-    def _info(self, vm: _ProcessVM) -> VMInfo:
-        code = vm.proc.returncode
-        state: State
-        if code is None:
-            state = "stopping" if vm.stop_requested else "running"
-        elif code == 0 or vm.stop_requested:
-            state = "stopped"
-        else:
-            state = "error"
+    def _info(self, vm: _ProcessVM | _SiblingVM) -> VMInfo:
+        record = vm.record
+        requested = vm.stop_requested or (vm.workdir / STOP_MARK).exists()
         details: dict[str, Any] = {
-            "name": vm.spec.name,
-            "ticket_id": vm.spec.ticket_id,
-            "command": vm.command,
+            "name": record["name"],
+            "ticket_id": record["ticket_id"],
+            "command": record["command"],
             "workdir": str(vm.workdir),
             "stdout": str(vm.workdir / "stdout.log"),
             "stderr": str(vm.workdir / "stderr.log"),
-            "pgid": vm.proc.pid,
-            "started_at": vm.started_at,
-            "stop_requested": vm.stop_requested,
+            "pgid": record["pgid"],
+            "started_at": record["started_at"],
+            "stop_requested": requested,
         }
+        code: int | None
+        if isinstance(vm, _ProcessVM):
+            code, running = vm.proc.returncode, vm.proc.returncode is None
+        else:
+            details["started_by"] = "another server process"
+            exited = _read_json(vm.workdir / EXIT)
+            code = exited.get("exit_code") if exited else None
+            running = exited is None and sibling_group_alive(record["pgid"], record["leader_start"])
+            if exited is None and not running:
+                details["exit"] = "unknown: the server process that started it is gone"
+        state: State
+        if running:
+            state = "stopping" if requested else "running"
+        elif code == 0 or requested:
+            state = "stopped"
+        else:
+            state = "error"
         if code is not None and code < 0:
             details["signal"] = signal.Signals(-code).name
-        return VMInfo(vm.vm_id, DRIVER_NAME, state, vm.proc.pid, code, details)
+        return VMInfo(vm.vm_id, DRIVER_NAME, state, record["pgid"], code, details)
 
 
 def _open_logs(workdir: Path) -> tuple[BinaryIO, BinaryIO]:
@@ -237,6 +322,21 @@ def _open_logs(workdir: Path) -> tuple[BinaryIO, BinaryIO]:
         err = stack.enter_context(open(workdir / "stderr.log", "wb"))
         stack.pop_all()
         return out, err
+
+
+def _write_json(path: Path, value: dict[str, Any]) -> None:
+    """Write whole or not at all (a reader in another process never sees half a file)."""
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(value))
+    partial.replace(path)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _check_executable(program: str, path: str, workdir: Path) -> None:

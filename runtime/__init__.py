@@ -31,7 +31,14 @@ from runtime.functions import (
 from runtime.hookspecs import hookimpl
 from runtime.http.body import read_limited_body
 from runtime.http.responses import error_response
-from runtime.processes import group_alive, spawn_group, terminate_group
+from runtime.processes import (
+    group_alive,
+    sibling_group_alive,
+    spawn_group,
+    start_time,
+    terminate_group,
+    terminate_sibling_group,
+)
 from runtime.types import SYSTEM, CallInfo, Identity, VMDriver, VMInfo, VMSpec
 
 if TYPE_CHECKING:
@@ -78,8 +85,11 @@ __all__ = [
     "parse_api_key",
     "query",
     "read_limited_body",
+    "sibling_group_alive",
     "sign_token_from_env",
     "spawn_group",
+    "start_time",
     "terminate_group",
+    "terminate_sibling_group",
     "verify_api_key_secret",
 ]

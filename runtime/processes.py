@@ -5,6 +5,10 @@ is its pid; `terminate_group` sends that group SIGTERM, waits up to a grace peri
 it (the leader and whatever it forked), then SIGKILLs what is left; `group_alive` tells
 whether any live (non-zombie) process is still in the group. A group is signalled only while
 its id cannot have been reused. Every wait is bounded. Plugins reach these through `runtime`.
+
+Another server process on the same host (a sibling worker) cannot wait for a child it did
+not start: `start_time` and `terminate_sibling_group` let it stop a group it knows by its id
+and its leader's start time (which tells the leader from a later process given the same pid).
 """
 
 from __future__ import annotations
@@ -17,7 +21,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["group_alive", "spawn_group", "terminate_group"]
+__all__ = [
+    "group_alive",
+    "sibling_group_alive",
+    "spawn_group",
+    "start_time",
+    "terminate_group",
+    "terminate_sibling_group",
+]
 
 KILL_WAIT_S = 5.0  # how long to wait for the group to vanish after SIGKILL
 POLL_S = 0.05
@@ -98,6 +109,43 @@ def group_alive(pgid: int) -> bool:
         if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
             return True
     return False
+
+
+def start_time(pid: int) -> int | None:
+    """When process `pid` started (clock ticks since boot, /proc/<pid>/stat field 22), or None
+    when there is no such process (a zombie still has one)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return int(fields[19]) if len(fields) > 19 else None
+
+
+def sibling_group_alive(pgid: int, leader_start: int) -> bool:
+    """True while the group led by the process that started at `leader_start` has a live
+    member. When a process with that pid but another start time exists, the id was reused
+    and the group is gone; while any member lives, the kernel cannot reuse the id."""
+    started = start_time(pgid)
+    if started is not None and started != leader_start:
+        return False
+    return group_alive(pgid)
+
+
+async def terminate_sibling_group(pgid: int, leader_start: int, grace: float) -> None:
+    """`terminate_group` for a group this process did not start (so cannot wait for): SIGTERM,
+    up to `grace` s for the group to vanish, SIGKILL, up to KILL_WAIT_S more. Its parent
+    reaps the leader; every signal is sent only while the group is still that one."""
+    loop = asyncio.get_running_loop()
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, KILL_WAIT_S)):
+        if not sibling_group_alive(pgid, leader_start):
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, sig)
+        deadline = loop.time() + wait
+        while sibling_group_alive(pgid, leader_start) and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(POLL_S)
 
 
 def _signal_group(proc: asyncio.subprocess.Process, sig: signal.Signals) -> None:

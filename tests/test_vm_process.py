@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import os
 import signal
 import sys
@@ -267,3 +268,102 @@ async def test_hook_builds_the_driver_from_env(
     assert read(info.details["stdout"]) == "default t-7\n"
     assert Path(info.details["workdir"]).parent == (tmp_path / "vms").resolve()
     await vm_process.shutdown()  # nothing left running: returns at once
+
+
+# -- VMs started by another server process on this host (serve --workers N) ---------------
+
+
+@pytest.mark.anyio
+async def test_a_sibling_process_sees_and_stops_the_vm(driver: Any) -> None:
+    sibling = vm_process.ProcessDriver(driver.data_dir, stop_grace=2.0)  # another worker
+    info = await driver.spawn(spec(["sh", "-c", "sleep 60 & echo $! > grandchild.pid; wait"]))
+    pid_file = Path(info.details["workdir"]) / "grandchild.pid"
+
+    async def grandchild_started() -> bool:
+        return pid_file.exists() and pid_file.read_text().strip() != ""
+
+    await wait_until(grandchild_started)
+    seen = await sibling.status(info.vm_id)
+    assert (seen.state, seen.pid) == ("running", info.pid)
+    assert seen.details["started_by"] == "another server process"
+    assert seen.details["name"] == "agent"
+
+    stopped = await sibling.stop(info.vm_id)
+
+    assert (stopped.state, stopped.exit_code) == ("stopped", -signal.SIGTERM)
+    assert gone(info.pid) and gone(int(pid_file.read_text()))
+    # The worker that started it agrees: stopped on request, not killed by a stranger.
+    assert (await driver.status(info.vm_id)).state == "stopped"
+    assert [vm.vm_id for vm in await sibling.list()] == [info.vm_id]
+    assert (await sibling.stop(info.vm_id)).state == "stopped"  # idempotent
+
+
+@pytest.mark.anyio
+async def test_a_vm_stopped_by_its_own_worker_reads_stopped_everywhere(driver: Any) -> None:
+    sibling = vm_process.ProcessDriver(driver.data_dir)
+    info = await driver.spawn(spec(["sleep", "60"]))
+    await driver.stop(info.vm_id)
+    seen = await sibling.status(info.vm_id)
+    assert (seen.state, seen.exit_code) == ("stopped", -signal.SIGTERM)
+
+
+@pytest.mark.anyio
+async def test_the_vm_of_a_server_process_that_is_gone_can_be_stopped(tmp_path: Path) -> None:
+    """The starting process exits without stopping its VM (a crash): another one stops it."""
+    data = tmp_path / "data"
+    plugin = str(ROOT / "plugins" / "vm_process.py")
+    starter = (
+        "import asyncio, importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('p', {plugin!r})\n"
+        "m = sys.modules['p'] = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(m)\n"
+        "async def main():\n"
+        f"    d = m.ProcessDriver({str(data)!r})\n"
+        "    info = await d.spawn(m.VMSpec(name='orphan', command=['sleep', '60']))\n"
+        "    print(info.vm_id, info.pid, flush=True)\n"
+        "asyncio.run(main())\n"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", starter, stdout=asyncio.subprocess.PIPE, cwd=ROOT
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    vm_id, pgid = out.decode().split()
+    survivor = vm_process.ProcessDriver(data, stop_grace=2.0)
+    try:
+        assert (await survivor.status(vm_id)).state == "running"
+        stopped = await survivor.stop(vm_id)
+        assert stopped.state == "stopped" and stopped.exit_code is None
+        assert stopped.details["exit"].startswith("unknown")
+        assert not vm_process.group_alive(int(pgid))
+    finally:
+        if vm_process.group_alive(int(pgid)):
+            os.killpg(int(pgid), signal.SIGKILL)
+
+
+@pytest.mark.anyio
+async def test_a_reused_group_id_is_never_signalled(tmp_path: Path) -> None:
+    """A vm.json whose group id now names another process (here: this test's own group,
+    with a different leader start time) is reported gone and left alone."""
+    drv = vm_process.ProcessDriver(tmp_path / "data")
+    vm_id = "proc-0123456789ab"
+    workdir = tmp_path / "data" / "vms" / vm_id
+    workdir.mkdir(parents=True)
+    own_group = os.getpgid(0)
+    record = {
+        "vm_id": vm_id,
+        "name": "stale",
+        "ticket_id": None,
+        "command": ["sleep", "60"],
+        "pgid": own_group,
+        "leader_start": (vm_process.start_time(own_group) or 0) + 1,
+        "started_at": 0.0,
+    }
+    (workdir / "vm.json").write_text(json.dumps(record))
+
+    stopped = await drv.stop(vm_id)
+
+    assert stopped.state == "error" and stopped.details["exit"].startswith("unknown")
+    assert vm_process.group_alive(own_group)  # still here
+    for bad in ("proc-nope", "../../etc", "proc-0123456789ab/../x"):
+        with pytest.raises(NotFound):
+            await drv.status(bad)

@@ -208,3 +208,29 @@ def test_other_tenants_see_no_vms(acme: Api, other: Api) -> None:
     assert other.error("vms.stop", 404, vm_id=vm_id) == not_found
     assert other.ok("vms.list")["page"] == []
     assert acme.ok("vms.get", vm_id=vm_id)["state"] == "starting"
+
+
+def test_a_vm_spawned_by_one_worker_is_stopped_by_another(
+    app_files: AppFiles,
+    serve: Callable[..., LiveServer],
+    vm_data: Path,
+    database_url: str,
+    reap: list[str],
+) -> None:
+    """Two runtimes on one host, one database and one RUNTIME_DATA: `serve --workers 2`."""
+    files = install(app_files, ["vms", "_ticket_ops", "tickets"], plugins=["vm_process"])
+    first, second = serve(files), serve(files)
+    ticket_id = insert_ticket(database_url, "acme")
+    reap.append(ticket_id)
+    starter, stopper = Api(first.url, token()), Api(second.url, token())
+    try:
+        vm = starter.ok("vms.spawn_for_ticket", ticket_id=ticket_id)["vm"]
+        wait_until(lambda: agent_pids(ticket_id))
+
+        assert stopper.ok("vms.stop", vm_id=vm["_id"])["state"] == "stopped"
+
+        wait_until(lambda: not agent_pids(ticket_id))
+        assert starter.ok("vms.get", vm_id=vm["_id"])["state"] == "stopped"
+    finally:
+        starter.close()
+        stopper.close()

@@ -37,9 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
-import re
 import shlex
 import shutil
 import signal
@@ -64,14 +62,11 @@ from runtime import (
     start_time,
     terminate_group,
     terminate_sibling_group,
+    vmfiles,
 )
 
 DRIVER_NAME = "process"
 PASSED_ENV = ("PATH", "HOME", "LANG")
-VM_ID = re.compile(r"proc-[0-9a-f]{12}")
-RECORD = "vm.json"  # written by spawn: how any server process on the host finds the group
-EXIT = "exit.json"  # written by the starting process when the leader exits
-STOP_MARK = "stop-requested"  # left by whichever process stopped it
 SIBLING_EXIT_WAIT_S = 1.0  # after stopping a sibling's VM: wait this long for its exit.json
 
 # Runs in the child: apply the limits to itself, then become the agent command.
@@ -192,6 +187,7 @@ class ProcessDriver:
         with out, err:
             proc = await spawn_group(argv, cwd=workdir, env=env, stdout=out, stderr=err)
         record = {
+            "driver": DRIVER_NAME,
             "vm_id": vm_id,
             "name": spec.name,
             "ticket_id": spec.ticket_id,
@@ -202,7 +198,7 @@ class ProcessDriver:
         }
         vm = _ProcessVM(vm_id, record, workdir, proc)
         self._vms[vm_id] = vm
-        _write_json(workdir / RECORD, record)
+        vmfiles.write_record(workdir, record)
         writer = asyncio.ensure_future(self._write_exit(vm))
         self._exit_writers.add(writer)
         writer.add_done_callback(self._exit_writers.discard)
@@ -216,7 +212,7 @@ class ProcessDriver:
         if vm.stopping is None and (vm.proc.returncode is None or group_alive(vm.proc.pid)):
             vm.stop_requested = vm.proc.returncode is None
             if vm.stop_requested:
-                (vm.workdir / STOP_MARK).touch()  # for the other server processes
+                vmfiles.mark_stop_requested(vm.workdir)  # for the other server processes
             vm.stopping = asyncio.ensure_future(terminate_group(vm.proc, self.stop_grace))
         if vm.stopping is not None:
             await asyncio.shield(vm.stopping)
@@ -244,22 +240,22 @@ class ProcessDriver:
         vm = self._vms.get(vm_id) or self._siblings.get(vm_id)
         if vm is not None:
             return vm
-        workdir = self.data_dir / "vms" / vm_id
-        record = _read_json(workdir / RECORD) if VM_ID.fullmatch(vm_id) else None
-        if record is None or not isinstance(record.get("leader_start"), int):
+        workdir = vmfiles.vm_directory(self.data_dir, vm_id)
+        record = vmfiles.read_record(workdir, DRIVER_NAME) if workdir is not None else None
+        if workdir is None or record is None:
             raise NotFound(f"No VM {vm_id!r} in the {DRIVER_NAME!r} driver")
         sibling = self._siblings[vm_id] = _SiblingVM(vm_id, record, workdir.resolve())
         return sibling
 
     async def _write_exit(self, vm: _ProcessVM) -> None:
         code = await vm.proc.wait()
-        _write_json(vm.workdir / EXIT, {"exit_code": code})
+        vmfiles.write_exit(vm.workdir, code)
 
     async def _stop_sibling(self, vm: _SiblingVM) -> VMInfo:
         pgid, leader_start = vm.record["pgid"], vm.record["leader_start"]
         if vm.stopping is None and sibling_group_alive(pgid, leader_start):
             vm.stop_requested = True
-            (vm.workdir / STOP_MARK).touch()
+            vmfiles.mark_stop_requested(vm.workdir)
             vm.stopping = asyncio.ensure_future(
                 terminate_sibling_group(pgid, leader_start, self.stop_grace)
             )
@@ -267,7 +263,7 @@ class ProcessDriver:
             await asyncio.shield(vm.stopping)
             # Its parent reaps the leader and writes exit.json: give it a moment.
             deadline = time.monotonic() + SIBLING_EXIT_WAIT_S
-            while not (vm.workdir / EXIT).exists() and time.monotonic() < deadline:  # noqa: ASYNC110
+            while vmfiles.read_exit(vm.workdir) is None and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
         return self._info(vm)
 
@@ -281,7 +277,7 @@ class ProcessDriver:
 
     def _info(self, vm: _ProcessVM | _SiblingVM) -> VMInfo:
         record = vm.record
-        requested = vm.stop_requested or (vm.workdir / STOP_MARK).exists()
+        requested = vm.stop_requested or vmfiles.stop_was_requested(vm.workdir)
         details: dict[str, Any] = {
             "name": record["name"],
             "ticket_id": record["ticket_id"],
@@ -298,7 +294,7 @@ class ProcessDriver:
             code, running = vm.proc.returncode, vm.proc.returncode is None
         else:
             details["started_by"] = "another server process"
-            exited = _read_json(vm.workdir / EXIT)
+            exited = vmfiles.read_exit(vm.workdir)
             code = exited.get("exit_code") if exited else None
             running = exited is None and sibling_group_alive(record["pgid"], record["leader_start"])
             if exited is None and not running:
@@ -322,21 +318,6 @@ def _open_logs(workdir: Path) -> tuple[BinaryIO, BinaryIO]:
         err = stack.enter_context(open(workdir / "stderr.log", "wb"))
         stack.pop_all()
         return out, err
-
-
-def _write_json(path: Path, value: dict[str, Any]) -> None:
-    """Write whole or not at all (a reader in another process never sees half a file)."""
-    partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps(value))
-    partial.replace(path)
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def _check_executable(program: str, path: str, workdir: Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from runtime import vmfiles
 from runtime.auth.apikeys import API_KEY_PREFIX, parse_api_key, verify_api_key_secret
 from runtime.auth.tokens import TokenConfigError, sign_token_from_env
 from runtime.errors import (
@@ -92,4 +93,5 @@ __all__ = [
     "terminate_group",
     "terminate_sibling_group",
     "verify_api_key_secret",
+    "vmfiles",
 ]

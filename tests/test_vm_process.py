@@ -350,6 +350,7 @@ async def test_a_reused_group_id_is_never_signalled(tmp_path: Path) -> None:
     workdir.mkdir(parents=True)
     own_group = os.getpgid(0)
     record = {
+        "driver": "process",
         "vm_id": vm_id,
         "name": "stale",
         "ticket_id": None,

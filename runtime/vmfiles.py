@@ -1,0 +1,88 @@
+"""The files in a VM's directory through which every server process on the host knows it.
+
+A VM driver that runs each VM as a child process group keeps its handle in memory, in the
+server process that started it. The others (the other workers of `serve --workers N`, or a
+process started after that one died) find the VM through its directory instead:
+
+    vm.json          the record: the driver's name, the process group id, the leader's start
+                     time (which tells the leader from a later process given the same pid),
+                     and whatever else the driver needs to reach the VM again; written once
+                     the VM runs
+    exit.json        {"exit_code": N}, written by the starting process when the leader exits
+    stop-requested   left by whichever process asked it to stop, so that all of them report
+                     an exit caused by that request as `stopped`, not `error`
+
+Each JSON file is written whole or not at all (a temporary file renamed into place).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "mark_stop_requested",
+    "read_exit",
+    "read_record",
+    "stop_was_requested",
+    "vm_directory",
+    "write_exit",
+    "write_record",
+]
+
+RECORD = "vm.json"
+EXIT = "exit.json"
+STOP_MARK = "stop-requested"
+_VM_ID = re.compile(r"[a-z]+-[0-9a-f]{12}")  # e.g. proc-0123456789ab, fc-0123456789ab
+
+
+def vm_directory(data_dir: Path, vm_id: str) -> Path | None:
+    """`<data_dir>/vms/<vm_id>` for a well-formed id (nothing else can name a path)."""
+    return data_dir / "vms" / vm_id if _VM_ID.fullmatch(vm_id) else None
+
+
+def write_record(workdir: Path, record: dict[str, Any]) -> None:
+    _write_json(workdir / RECORD, record)
+
+
+def read_record(workdir: Path, driver: str) -> dict[str, Any] | None:
+    """The record of a VM `driver` started, or None (none, another driver's, or no group)."""
+    record = _read_json(workdir / RECORD)
+    if record is None or record.get("driver") != driver:
+        return None
+    if not all(isinstance(record.get(key), int) for key in ("pgid", "leader_start")):
+        return None
+    return record
+
+
+def write_exit(workdir: Path, exit_code: int | None) -> None:
+    _write_json(workdir / EXIT, {"exit_code": exit_code})
+
+
+def read_exit(workdir: Path) -> dict[str, Any] | None:
+    """`{"exit_code": N}` once the starting process saw the leader exit, else None."""
+    return _read_json(workdir / EXIT)
+
+
+def mark_stop_requested(workdir: Path) -> None:
+    (workdir / STOP_MARK).touch()
+
+
+def stop_was_requested(workdir: Path) -> bool:
+    return (workdir / STOP_MARK).exists()
+
+
+def _write_json(path: Path, value: dict[str, Any]) -> None:
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(value))
+    partial.replace(path)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None

@@ -32,6 +32,13 @@ waits the grace period, then SIGTERM and, after another grace period, SIGKILL to
 When Firecracker exits, for whatever reason, the driver reaps it and removes the namespace,
 the jail and the rootfs copy; `console.log` stays. `status` asks `GET /` (InstanceInfo).
 
+Any server process on the host can report and stop a microVM another one started (with
+`serve --workers N`, or after the starting worker died), through `runtime.vmfiles`: once the
+VM runs, `spawn` writes `vm.json` (process group, leader start time, API socket, namespace,
+jail, rootfs copy); the starting process writes `exit.json` when Firecracker exits. A sibling
+process asks the same API socket, sends the same SendCtrlAltDel, signals the group only while
+it is still that group, and cleans up itself when the starting process is gone.
+
 Configuration, read when `vm_drivers()` is called:
     RUNTIME_DATA                        state directory (./.runtime)
     RUNTIME_FIRECRACKER_BIN             the firecracker binary (firecracker, looked up on PATH)
@@ -73,8 +80,12 @@ from runtime import (
     VMInfo,
     VMSpec,
     hookimpl,
+    sibling_group_alive,
     spawn_group,
+    start_time,
     terminate_group,
+    terminate_sibling_group,
+    vmfiles,
 )
 
 DRIVER_NAME = "firecracker"
@@ -86,6 +97,7 @@ API_TIMEOUT_S = 10.0
 STATUS_TIMEOUT_S = 2.0  # `status` must stay quick even when the VMM hangs
 COMMAND_TIMEOUT_S = 30.0  # ip, cp
 POLL_S = 0.05
+SIBLING_EXIT_WAIT_S = 1.0  # after stopping a sibling's VM: wait this long for its exit.json
 
 Argv = list[str]
 State = Literal["starting", "running", "busy", "stopping", "stopped", "error"]
@@ -196,6 +208,43 @@ class _FirecrackerVM:
     notes: list[str] = field(default_factory=list)
 
 
+@dataclass(eq=False)
+class _SiblingVM:
+    """A microVM another server process on this host started, known by its vm.json; it has
+    the attributes `_teardown` and the API calls read from a `_FirecrackerVM`."""
+
+    vm_id: str
+    record: dict[str, Any]
+    workdir: Path
+    socket_path: Path
+    jail_root: Path | None
+    netns: str | None
+    rootfs_copy: Path | None
+    netns_created: bool = True  # recorded once the VM ran, so its namespace exists
+    stop_requested: bool = False
+    stopping: asyncio.Task[None] | None = None
+    torn_down: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_record(cls, workdir: Path, record: dict[str, Any]) -> _SiblingVM:
+        def path(key: str) -> Path | None:
+            return Path(record[key]) if record.get(key) else None
+
+        return cls(
+            record["vm_id"],
+            record,
+            workdir,
+            Path(record["socket"]),
+            path("jail_root"),
+            record.get("netns"),
+            path("rootfs_copy"),
+        )
+
+
+AnyVM = _FirecrackerVM | _SiblingVM
+
+
 class FirecrackerDriver:
     """Runs each VM as a Firecracker microVM; see the module docstring."""
 
@@ -204,6 +253,7 @@ class FirecrackerDriver:
     def __init__(self, config: FirecrackerConfig) -> None:
         self.config = config
         self._vms: dict[str, _FirecrackerVM] = {}
+        self._siblings: dict[str, _SiblingVM] = {}
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> FirecrackerDriver:
@@ -244,12 +294,19 @@ class FirecrackerDriver:
             if isinstance(exc, OSError):
                 raise FirecrackerError(f"Could not start VM {vm.vm_id}: {exc}") from exc
             raise
+        record = self._record(vm)
+        if record["leader_start"] is not None:  # without /proc, siblings cannot tell it apart
+            vmfiles.write_record(vm.workdir, record)
         return await self.status(vm.vm_id)
 
     async def stop(self, vm_id: str) -> VMInfo:
         vm = self._get(vm_id)
+        if isinstance(vm, _SiblingVM):
+            return await self._stop_sibling(vm)
         if vm.stopping is None and vm.proc is not None and not vm.torn_down:
             vm.stop_requested = vm.proc.returncode is None
+            if vm.stop_requested:
+                vmfiles.mark_stop_requested(vm.workdir)  # for the other server processes
             vm.stopping = asyncio.ensure_future(self._shutdown(vm))
         if vm.stopping is not None:
             await asyncio.shield(vm.stopping)
@@ -257,35 +314,31 @@ class FirecrackerDriver:
 
     async def status(self, vm_id: str) -> VMInfo:
         vm = self._get(vm_id)
+        if isinstance(vm, _SiblingVM):
+            return await self._sibling_status(vm)
         details = self._details(vm)
         proc = vm.proc
         code = proc.returncode if proc is not None else None
+        requested = details["stop_requested"]
         state: State
         if vm.error is not None:
             state = "error"
         elif proc is None or code is not None:
             state = (
-                "starting"
-                if proc is None
-                else ("stopped" if code == 0 or vm.stop_requested else "error")
+                "starting" if proc is None else ("stopped" if code == 0 or requested else "error")
             )
-        elif vm.stop_requested:
+        elif requested:
             state = "stopping"
         elif not vm.configured:
             state = "starting"
         else:
-            try:
-                instance = await self._request(vm, "GET", "/", limit_s=STATUS_TIMEOUT_S)
-            except FirecrackerError as exc:
-                state, details["api_error"] = "error", str(exc)
-            else:
-                details["instance_state"] = instance.get("state")
-                state = INSTANCE_STATES.get(instance.get("state"), "error")
+            state = await self._instance_state(vm, details)
         pid = proc.pid if proc is not None else None
         return VMInfo(vm.vm_id, DRIVER_NAME, state, pid, code, details)
 
     async def list(self) -> list[VMInfo]:
-        return [await self.status(vm_id) for vm_id in list(self._vms)]
+        """The VMs this driver started, and those of sibling processes it was asked about."""
+        return [await self.status(vm_id) for vm_id in [*self._vms, *self._siblings]]
 
     # --- beyond the interface -------------------------------------------------------------
 
@@ -491,10 +544,113 @@ class FirecrackerDriver:
 
     async def _reap(self, vm: _FirecrackerVM) -> None:
         assert vm.proc is not None
-        await vm.proc.wait()
+        code = await vm.proc.wait()
+        vmfiles.write_exit(vm.workdir, code)  # before the clean-up: siblings leave it to us
         await self._teardown(vm)
 
-    async def _teardown(self, vm: _FirecrackerVM) -> None:
+    # --- a sibling server process's VMs ---------------------------------------------------
+
+    def _record(self, vm: _FirecrackerVM) -> dict[str, Any]:
+        assert vm.proc is not None
+        return {
+            "driver": DRIVER_NAME,
+            "vm_id": vm.vm_id,
+            "name": vm.spec.name,
+            "ticket_id": vm.spec.ticket_id,
+            "pgid": vm.proc.pid,
+            "leader_start": start_time(vm.proc.pid),
+            "socket": str(vm.socket_path),
+            "jail_root": str(vm.jail_root) if vm.jail_root is not None else None,
+            "netns": vm.netns if vm.netns_created else None,
+            "tap": vm.tap,
+            "guest_mac": vm.guest_mac if vm.tap else None,
+            "rootfs_copy": str(vm.rootfs_copy) if vm.rootfs_copy is not None else None,
+            "started_at": vm.started_at,
+        }
+
+    async def _stop_sibling(self, vm: _SiblingVM) -> VMInfo:
+        if vm.stopping is None and self._sibling_alive(vm):
+            vm.stop_requested = True
+            vmfiles.mark_stop_requested(vm.workdir)
+            vm.stopping = asyncio.ensure_future(self._shutdown_sibling(vm))
+        if vm.stopping is not None:
+            await asyncio.shield(vm.stopping)
+        return await self._sibling_status(vm)
+
+    async def _shutdown_sibling(self, vm: _SiblingVM) -> None:
+        """`_shutdown` without the child: the same steps, polling /proc instead of waiting."""
+        loop = asyncio.get_running_loop()
+        grace = self.config.stop_grace
+        try:
+            await self._request(vm, "PUT", "/actions", {"action_type": "SendCtrlAltDel"})
+        except FirecrackerError as exc:
+            vm.notes.append(f"SendCtrlAltDel: {exc}")
+        else:
+            deadline = loop.time() + grace
+            while self._sibling_alive(vm) and loop.time() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(POLL_S)
+        await terminate_sibling_group(vm.record["pgid"], vm.record["leader_start"], grace)
+        # The starting process reaps Firecracker, writes exit.json and cleans up; when that
+        # process is gone, nobody else will clean up.
+        deadline = loop.time() + SIBLING_EXIT_WAIT_S
+        while vmfiles.read_exit(vm.workdir) is None and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(POLL_S)
+        if vmfiles.read_exit(vm.workdir) is None:
+            await self._teardown(vm)
+
+    async def _sibling_status(self, vm: _SiblingVM) -> VMInfo:
+        record = vm.record
+        requested = vm.stop_requested or vmfiles.stop_was_requested(vm.workdir)
+        details: dict[str, Any] = {
+            "name": record.get("name"),
+            "ticket_id": record.get("ticket_id"),
+            "workdir": str(vm.workdir),
+            "console": str(vm.workdir / "console.log"),
+            "socket": str(vm.socket_path),
+            "jailed": vm.jail_root is not None,
+            "netns": vm.netns,
+            "tap": record.get("tap"),
+            "guest_mac": record.get("guest_mac"),
+            "pgid": record["pgid"],
+            "started_at": record.get("started_at"),
+            "stop_requested": requested,
+            "started_by": "another server process",
+        }
+        if vm.notes:
+            details["notes"] = list(vm.notes)
+        exited = vmfiles.read_exit(vm.workdir)
+        code = exited.get("exit_code") if exited is not None else None
+        state: State
+        if exited is not None:
+            state = "stopped" if code == 0 or requested else "error"
+        elif not self._sibling_alive(vm):
+            state = "stopped" if requested else "error"
+            details["exit"] = "unknown: the server process that started it is gone"
+        elif requested:
+            state = "stopping"
+        else:
+            state = await self._instance_state(vm, details)
+        if isinstance(code, int) and code < 0:
+            details["signal"] = signal.Signals(-code).name
+        return VMInfo(vm.vm_id, DRIVER_NAME, state, record["pgid"], code, details)
+
+    @staticmethod
+    def _sibling_alive(vm: _SiblingVM) -> bool:
+        return sibling_group_alive(vm.record["pgid"], vm.record["leader_start"])
+
+    async def _instance_state(self, vm: AnyVM, details: dict[str, Any]) -> State:
+        """What `GET /` (InstanceInfo) says of a running VM; `error` when it cannot answer."""
+        try:
+            instance = await self._request(vm, "GET", "/", limit_s=STATUS_TIMEOUT_S)
+        except FirecrackerError as exc:
+            details["api_error"] = str(exc)
+            return "error"
+        details["instance_state"] = instance.get("state")
+        return INSTANCE_STATES.get(instance.get("state"), "error")
+
+    # --- clean-up ---------------------------------------------------------------------------
+
+    async def _teardown(self, vm: AnyVM) -> None:
         if vm.torn_down:
             return
         vm.torn_down = True
@@ -512,11 +668,16 @@ class FirecrackerDriver:
 
     # --- plumbing -------------------------------------------------------------------------
 
-    def _get(self, vm_id: str) -> _FirecrackerVM:
-        try:
-            return self._vms[vm_id]
-        except KeyError:
-            raise NotFound(f"No VM {vm_id!r} in the {DRIVER_NAME!r} driver") from None
+    def _get(self, vm_id: str) -> AnyVM:
+        vm = self._vms.get(vm_id) or self._siblings.get(vm_id)
+        if vm is not None:
+            return vm
+        workdir = vmfiles.vm_directory(self.config.data_dir, vm_id)
+        record = vmfiles.read_record(workdir, DRIVER_NAME) if workdir is not None else None
+        if workdir is None or record is None or record.get("vm_id") != vm_id:
+            raise NotFound(f"No VM {vm_id!r} in the {DRIVER_NAME!r} driver")
+        sibling = self._siblings[vm_id] = _SiblingVM.from_record(workdir.resolve(), record)
+        return sibling
 
     def _details(self, vm: _FirecrackerVM) -> dict[str, Any]:
         details: dict[str, Any] = {
@@ -531,7 +692,7 @@ class FirecrackerDriver:
             "guest_mac": vm.guest_mac if vm.tap else None,
             "pgid": vm.proc.pid if vm.proc is not None else None,
             "started_at": vm.started_at,
-            "stop_requested": vm.stop_requested,
+            "stop_requested": vm.stop_requested or vmfiles.stop_was_requested(vm.workdir),
         }
         if vm.error is not None:
             details["error"] = vm.error
@@ -542,13 +703,13 @@ class FirecrackerDriver:
             details["signal"] = signal.Signals(-code).name
         return details
 
-    def _client(self, vm: _FirecrackerVM, timeout: float = API_TIMEOUT_S) -> httpx.AsyncClient:
+    def _client(self, vm: AnyVM, timeout: float = API_TIMEOUT_S) -> httpx.AsyncClient:
         transport = httpx.AsyncHTTPTransport(uds=str(vm.socket_path))
         return httpx.AsyncClient(transport=transport, base_url="http://localhost", timeout=timeout)
 
     async def _request(
         self,
-        vm: _FirecrackerVM,
+        vm: AnyVM,
         method: str,
         path: str,
         body: dict[str, Any] | None = None,
@@ -560,7 +721,7 @@ class FirecrackerDriver:
     async def _call(
         self,
         client: httpx.AsyncClient,
-        vm: _FirecrackerVM,
+        vm: AnyVM,
         method: str,
         path: str,
         body: dict[str, Any] | None,

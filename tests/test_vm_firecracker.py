@@ -483,3 +483,93 @@ def test_hook_reads_its_configuration_from_env(monkeypatch: pytest.MonkeyPatch) 
 
     assert drv.jailed and drv.config.jailer_uid == 123 and drv.config.stop_grace == 2.5
     assert drv.config.chroot_base == Path("/srv/jailer")
+
+
+# --- microVMs another server process started (serve --workers N) --------------------------
+
+
+@pytest.mark.anyio
+async def test_a_sibling_process_reports_and_stops_the_microvm(
+    host: Host, drivers: list[Any]
+) -> None:
+    starter, sibling = make(drivers, host.env()), make(drivers, host.env())
+    info = await starter.spawn(AGENT)
+    workdir = Path(info.details["workdir"])
+    netns = vm_firecracker.vm_names(info.vm_id)[0]
+
+    seen = await sibling.status(info.vm_id)
+
+    assert (seen.state, seen.pid) == ("running", info.pid)
+    assert seen.details["instance_state"] == "Running"  # asked over the same API socket
+    assert seen.details["started_by"] == "another server process"
+    assert seen.details["name"] == "agent-1" and seen.details["netns"] == netns
+
+    stopped = await sibling.stop(info.vm_id)
+
+    assert (stopped.state, stopped.exit_code) == ("stopped", 0)
+    assert host.configuration()[-1] == ("PUT", "/actions", {"action_type": "SendCtrlAltDel"})
+    assert gone(info.pid)
+    # The starting process reaped it and cleaned up, once; both report the same.
+    deadline = time.monotonic() + 10
+    while exists(Path(info.details["socket"])) and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.02)
+    assert not exists(Path(info.details["socket"]))
+    assert host.ip_calls().count(f"netns del {netns}") == 1
+    assert not exists(workdir / "rootfs.ext4")
+    assert (await starter.status(info.vm_id)).state == "stopped"
+    assert [vm.vm_id for vm in await sibling.list()] == [info.vm_id]
+
+
+@pytest.mark.anyio
+async def test_the_microvm_of_a_server_process_that_is_gone_is_stopped_and_cleaned_up(
+    host: Host, drivers: list[Any]
+) -> None:
+    """The starting process exits without stopping its microVM (a crash): another one stops
+    it and removes what the first would have removed."""
+    env = host.env()
+    plugin = str(ROOT / "plugins" / "vm_firecracker.py")
+    starter = (
+        "import asyncio, importlib.util, json, sys\n"
+        f"spec = importlib.util.spec_from_file_location('fc', {plugin!r})\n"
+        "m = sys.modules['fc'] = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(m)\n"
+        "async def main():\n"
+        f"    d = m.FirecrackerDriver.from_env(json.loads({json.dumps(env)!r}))\n"
+        "    info = await d.spawn(m.VMSpec(name='orphan', memory_mb=128))\n"
+        "    print(info.vm_id, info.pid, info.details['socket'], flush=True)\n"
+        "asyncio.run(main())\n"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", starter, stdout=asyncio.subprocess.PIPE, cwd=ROOT
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    vm_id, pid, socket_path = out.decode().split()
+    survivor = make(drivers, env)
+    try:
+        assert (await survivor.status(vm_id)).state == "running"
+
+        stopped = await survivor.stop(vm_id)
+
+        assert stopped.state == "stopped" and stopped.exit_code is None
+        assert stopped.details["exit"].startswith("unknown")
+        assert not group_alive(int(pid))
+        assert not exists(Path(socket_path))
+        assert host.ip_calls()[-1] == f"netns del {vm_firecracker.vm_names(vm_id)[0]}"
+    finally:
+        if group_alive(int(pid)):
+            os.killpg(int(pid), signal.SIGKILL)
+
+
+@pytest.mark.anyio
+async def test_ids_that_name_no_microvm_are_not_found(host: Host, drivers: list[Any]) -> None:
+    drv = make(drivers, host.env())
+    process_vm = Path(host.env()["RUNTIME_DATA"]) / "vms" / "proc-0123456789ab"
+    process_vm.mkdir(parents=True)
+    (process_vm / "vm.json").write_text(
+        json.dumps(
+            {"driver": "process", "vm_id": "proc-0123456789ab", "pgid": 1, "leader_start": 1}
+        )
+    )
+    for bad in ("fc-nope", "../../etc", "proc-0123456789ab"):  # the last: another driver's
+        with pytest.raises(NotFound):
+            await drv.status(bad)

@@ -17,6 +17,7 @@ from functools import lru_cache
 from typing import Generic, TypeVar
 
 import psycopg
+from psycopg import errors as pg_errors
 from psycopg import pq, sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
@@ -32,6 +33,10 @@ Body = Callable[[Conn, int], Awaitable[T]]
 Changes = Callable[[], str | None]
 
 SQL = load("runtime.sql")
+ABORTED_BY_CAUGHT_ERROR = (
+    "A database error inside the function was caught and not re-raised, which aborted its "
+    "transaction: nothing it wrote was committed. Let database errors propagate"
+)
 CONTENDED_LOCK_WAIT_S = 0.002
 CHANGES_SQL = load("changes.sql")
 
@@ -151,7 +156,7 @@ class Transactor:
                 locked = waited = True
                 self._count_wait(function, key)
                 asked = time.monotonic()
-                await conn.command(lock_statement("advisory_lock", lock))
+                await _take_lock(conn, lock, attempt)
                 if time.monotonic() - asked > CONTENDED_LOCK_WAIT_S:  # another process had it
                     self.hot_keys.record_contention(function, key)
             while True:
@@ -163,6 +168,8 @@ class Transactor:
                         await conn.execute(SQL["set_local_statement_timeout"], (str(timeout_ms),))
                     value = await body(conn, attempt)
                     committing = True
+                    if conn.pgconn.transaction_status == pq.TransactionStatus.INERROR:
+                        raise errors.Internal(ABORTED_BY_CAUGHT_ERROR)
                     tables = changes() if changes is not None else None
                     await conn.command(commit_statement(tables, lock if locked else None))
                     locked = False  # released by the same round trip as COMMIT
@@ -186,7 +193,7 @@ class Transactor:
                             lock = lock_id(function, key)
                             locked = waited = True
                             self._count_wait(function, key)
-                            await conn.command(lock_statement("advisory_lock", lock))
+                            await _take_lock(conn, lock, attempt)
                         else:
                             await asyncio.sleep(self.policy.delay(attempt))
                         continue
@@ -209,6 +216,27 @@ class Transactor:
     def _count_wait(self, function: str, key: str) -> None:
         self.hot_keys.record_wait(function, key)
         self.stats.hot_key_waits += 1
+
+
+async def _take_lock(conn: Conn, lock: int, attempts: int) -> None:
+    """Queue on a hot key's session lock; the wait is bounded by the statement timeout.
+
+    The caller counts the lock as held before this returns (a cancellation may race the
+    grant); unlocking a lock that was never granted only draws a warning.
+    """
+    try:
+        await conn.command(lock_statement("advisory_lock", lock))
+    except psycopg.Error as exc:
+        failure = (
+            errors.Timeout(
+                "Waited longer than the statement timeout for this key's turn: other calls "
+                "on the same key held it; try again"
+            )
+            if isinstance(exc, pg_errors.QueryCanceled)
+            else errors.translate_db_error(exc)
+        )
+        failure.attempts = attempts
+        raise failure from exc
 
 
 async def _rollback_quietly(conn: Conn) -> None:

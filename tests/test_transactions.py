@@ -33,6 +33,15 @@ async def read(ctx, name: str):
 @mutation(key="name")
 async def always_conflicts(ctx, name: str):
     await ctx.sql("DO $$ BEGIN RAISE EXCEPTION 'forced' USING ERRCODE = '40001'; END $$")
+
+@mutation
+async def swallows_error(ctx, name: str):
+    await ctx.db.insert("counters", {"name": name, "value": 1})
+    try:
+        await ctx.sql("SELECT 1 / 0")
+    except Exception:
+        pass  # the transaction is aborted now: nothing above may be reported as committed
+    return "ok"
 """
 
 SCHEMA: dict[str, Any] = {
@@ -52,7 +61,12 @@ SCHEMA: dict[str, Any] = {
                 "required": ["name"],
             }
         }
-        for name in ("counters.increment", "counters.read", "counters.always_conflicts")
+        for name in (
+            "counters.increment",
+            "counters.read",
+            "counters.always_conflicts",
+            "counters.swallows_error",
+        )
     },
 }
 
@@ -162,3 +176,35 @@ def test_runtime_connection_commands(database_url: str) -> None:
             await conn.command(b"SELECT 1")
 
     asyncio.run(main())
+
+
+def test_a_caught_database_error_is_not_reported_as_committed(
+    counters_app: AppFiles, serve: Callable[..., LiveServer], dev_token: str, database_url: str
+) -> None:
+    server = serve(counters_app, dev=True)
+    with server.client(dev_token) as client:
+        r = client.post("/fn/counters.swallows_error", json={"name": "lost"})
+        assert r.status_code == 500, r.text
+        assert r.json()["error"]["code"] == "internal"
+        assert "caught and not re-raised" in r.json()["error"]["message"]
+        assert client.post("/fn/counters.read", json={"name": "lost"}).json() == {"value": 0}
+
+
+def test_waiting_too_long_for_a_hot_key_answers_504(
+    counters_app: AppFiles, serve: Callable[..., LiveServer], dev_token: str, database_url: str
+) -> None:
+    from runtime.hotkeys import lock_id
+
+    server = serve(counters_app, dev=True, statement_timeout_ms=300)
+    for _ in range(5):  # make the key hot, as repeated conflicts would
+        server.runtime.hot_keys.record_conflict("counters.always_conflicts", "k")
+    assert server.runtime.hot_keys.is_hot("counters.always_conflicts", "k")
+    with psycopg.connect(database_url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (lock_id("counters.always_conflicts", "k"),))
+        with server.client(dev_token) as client:
+            r = client.post("/fn/counters.always_conflicts", json={"name": "k"})
+        assert r.status_code == 504, r.text
+        assert r.json()["error"]["code"] == "timeout"
+        assert "this key's turn" in r.json()["error"]["message"]
+    stats = server.runtime.pool.get_stats()
+    assert stats.get("pool_available", 0) == stats.get("pool_size", 0)

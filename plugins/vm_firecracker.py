@@ -80,6 +80,7 @@ from runtime import (
     VMInfo,
     VMSpec,
     hookimpl,
+    leader_running,
     sibling_group_alive,
     spawn_group,
     start_time,
@@ -224,7 +225,17 @@ class _SiblingVM:
     stop_requested: bool = False
     stopping: asyncio.Task[None] | None = None
     torn_down: bool = False
+    exit_unknown: bool = False  # its group is gone and no exit.json came: its starter is gone
     notes: list[str] = field(default_factory=list)
+
+    def has_live_group(self) -> bool:
+        return sibling_group_alive(self.record["pgid"], self.record["leader_start"])
+
+    def leader_is_running(self) -> bool:
+        return (
+            leader_running(self.record["pgid"], self.record["leader_start"])
+            and vmfiles.read_exit(self.workdir) is None
+        )
 
     @classmethod
     def from_record(cls, workdir: Path, record: dict[str, Any]) -> _SiblingVM:
@@ -569,9 +580,10 @@ class FirecrackerDriver:
         }
 
     async def _stop_sibling(self, vm: _SiblingVM) -> VMInfo:
-        if vm.stopping is None and self._sibling_alive(vm):
-            vm.stop_requested = True
-            vmfiles.mark_stop_requested(vm.workdir)
+        if vm.stopping is None and vm.has_live_group():
+            if vm.leader_is_running():  # an exit of its own keeps its own verdict
+                vm.stop_requested = True
+                vmfiles.mark_stop_requested(vm.workdir)
             vm.stopping = asyncio.ensure_future(self._shutdown_sibling(vm))
         if vm.stopping is not None:
             await asyncio.shield(vm.stopping)
@@ -587,18 +599,28 @@ class FirecrackerDriver:
             vm.notes.append(f"SendCtrlAltDel: {exc}")
         else:
             deadline = loop.time() + grace
-            while self._sibling_alive(vm) and loop.time() < deadline:  # noqa: ASYNC110
+            while vm.has_live_group() and loop.time() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(POLL_S)
         await terminate_sibling_group(vm.record["pgid"], vm.record["leader_start"], grace)
         # The starting process reaps Firecracker, writes exit.json and cleans up; when that
         # process is gone, nobody else will clean up.
-        deadline = loop.time() + SIBLING_EXIT_WAIT_S
-        while vmfiles.read_exit(vm.workdir) is None and loop.time() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(POLL_S)
-        if vmfiles.read_exit(vm.workdir) is None:
+        await self._await_exit_record(vm)
+        if vm.exit_unknown:
             await self._teardown(vm)
 
+    @staticmethod
+    async def _await_exit_record(vm: _SiblingVM) -> None:
+        """The leader's end and its exit.json are a moment apart (its starter reaps it, then
+        writes): wait that moment out, once, before calling the exit unknown."""
+        if vm.exit_unknown or vmfiles.read_exit(vm.workdir) is not None or vm.has_live_group():
+            return
+        deadline = time.monotonic() + SIBLING_EXIT_WAIT_S
+        while vmfiles.read_exit(vm.workdir) is None and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(POLL_S)
+        vm.exit_unknown = vmfiles.read_exit(vm.workdir) is None
+
     async def _sibling_status(self, vm: _SiblingVM) -> VMInfo:
+        await self._await_exit_record(vm)
         record = vm.record
         requested = vm.stop_requested or vmfiles.stop_was_requested(vm.workdir)
         details: dict[str, Any] = {
@@ -623,7 +645,7 @@ class FirecrackerDriver:
         state: State
         if exited is not None:
             state = "stopped" if code == 0 or requested else "error"
-        elif not self._sibling_alive(vm):
+        elif not vm.has_live_group():
             state = "stopped" if requested else "error"
             details["exit"] = "unknown: the server process that started it is gone"
         elif requested:
@@ -633,10 +655,6 @@ class FirecrackerDriver:
         if isinstance(code, int) and code < 0:
             details["signal"] = signal.Signals(-code).name
         return VMInfo(vm.vm_id, DRIVER_NAME, state, record["pgid"], code, details)
-
-    @staticmethod
-    def _sibling_alive(vm: _SiblingVM) -> bool:
-        return sibling_group_alive(vm.record["pgid"], vm.record["leader_start"])
 
     async def _instance_state(self, vm: AnyVM, details: dict[str, Any]) -> State:
         """What `GET /` (InstanceInfo) says of a running VM; `error` when it cannot answer."""
@@ -674,7 +692,13 @@ class FirecrackerDriver:
             return vm
         workdir = vmfiles.vm_directory(self.config.data_dir, vm_id)
         record = vmfiles.read_record(workdir, DRIVER_NAME) if workdir is not None else None
-        if workdir is None or record is None or record.get("vm_id") != vm_id:
+        # Records are written with the leader's start time only: one without cannot be ours.
+        known = (
+            record is not None
+            and record.get("vm_id") == vm_id
+            and record["leader_start"] is not None
+        )
+        if workdir is None or record is None or not known:
             raise NotFound(f"No VM {vm_id!r} in the {DRIVER_NAME!r} driver")
         sibling = self._siblings[vm_id] = _SiblingVM.from_record(workdir.resolve(), record)
         return sibling

@@ -57,6 +57,7 @@ from runtime import (
     VMSpec,
     group_alive,
     hookimpl,
+    leader_running,
     sibling_group_alive,
     spawn_group,
     start_time,
@@ -118,6 +119,19 @@ class _SiblingVM:
     workdir: Path
     stop_requested: bool = False
     stopping: asyncio.Task[None] | None = None
+    exit_unknown: bool = False  # its group is gone and no exit.json came: its starter is gone
+
+    def has_live_group(self) -> bool:
+        started = self.record["leader_start"]  # None: the leader exited before it was read
+        return started is not None and sibling_group_alive(self.record["pgid"], started)
+
+    def leader_is_running(self) -> bool:
+        started = self.record["leader_start"]
+        return (
+            started is not None
+            and leader_running(self.record["pgid"], started)
+            and vmfiles.read_exit(self.workdir) is None
+        )
 
 
 class ProcessDriver:
@@ -219,7 +233,10 @@ class ProcessDriver:
         return self._info(vm)
 
     async def status(self, vm_id: str) -> VMInfo:
-        return self._info(self._get(vm_id))
+        vm = self._get(vm_id)
+        if isinstance(vm, _SiblingVM):
+            await self._await_exit_record(vm)
+        return self._info(vm)
 
     async def list(self) -> list[VMInfo]:
         """The VMs this driver started, and those of sibling processes it was asked about."""
@@ -252,20 +269,32 @@ class ProcessDriver:
         vmfiles.write_exit(vm.workdir, code)
 
     async def _stop_sibling(self, vm: _SiblingVM) -> VMInfo:
-        pgid, leader_start = vm.record["pgid"], vm.record["leader_start"]
-        if vm.stopping is None and sibling_group_alive(pgid, leader_start):
-            vm.stop_requested = True
-            vmfiles.mark_stop_requested(vm.workdir)
+        if vm.stopping is None and vm.has_live_group():
+            # As for our own VMs: a leader that already exited keeps its own verdict, and
+            # what it left running in its group is cleaned up all the same.
+            if vm.leader_is_running():
+                vm.stop_requested = True
+                vmfiles.mark_stop_requested(vm.workdir)
             vm.stopping = asyncio.ensure_future(
-                terminate_sibling_group(pgid, leader_start, self.stop_grace)
+                terminate_sibling_group(
+                    vm.record["pgid"], vm.record["leader_start"], self.stop_grace
+                )
             )
         if vm.stopping is not None:
             await asyncio.shield(vm.stopping)
-            # Its parent reaps the leader and writes exit.json: give it a moment.
-            deadline = time.monotonic() + SIBLING_EXIT_WAIT_S
-            while vmfiles.read_exit(vm.workdir) is None and time.monotonic() < deadline:  # noqa: ASYNC110
-                await asyncio.sleep(0.02)
+        await self._await_exit_record(vm)
         return self._info(vm)
+
+    @staticmethod
+    async def _await_exit_record(vm: _SiblingVM) -> None:
+        """The leader's end and its exit.json are a moment apart (its starter reaps it, then
+        writes): wait that moment out, once, before calling the exit unknown."""
+        if vm.exit_unknown or vmfiles.read_exit(vm.workdir) is not None or vm.has_live_group():
+            return
+        deadline = time.monotonic() + SIBLING_EXIT_WAIT_S
+        while vmfiles.read_exit(vm.workdir) is None and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        vm.exit_unknown = vmfiles.read_exit(vm.workdir) is None
 
     def _child_env(self, spec: VMSpec, vm_id: str) -> dict[str, str]:
         env = dict(self.base_env)
@@ -296,7 +325,7 @@ class ProcessDriver:
             details["started_by"] = "another server process"
             exited = vmfiles.read_exit(vm.workdir)
             code = exited.get("exit_code") if exited else None
-            running = exited is None and sibling_group_alive(record["pgid"], record["leader_start"])
+            running = exited is None and vm.has_live_group()
             if exited is None and not running:
                 details["exit"] = "unknown: the server process that started it is gone"
         state: State

@@ -34,6 +34,7 @@ from runtime.http.body import read_limited_body
 from runtime.http.responses import error_response
 from runtime.processes import (
     group_alive,
+    leader_running,
     sibling_group_alive,
     spawn_group,
     start_time,
@@ -82,6 +83,7 @@ __all__ = [
     "internal_action",
     "internal_mutation",
     "internal_query",
+    "leader_running",
     "mutation",
     "parse_api_key",
     "query",

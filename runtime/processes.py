@@ -23,6 +23,7 @@ from typing import IO, Any
 
 __all__ = [
     "group_alive",
+    "leader_running",
     "sibling_group_alive",
     "spawn_group",
     "start_time",
@@ -97,16 +98,8 @@ def group_alive(pgid: int) -> bool:
             return True
         return True
     for name in entries:
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # "pid (comm) state ppid pgrp ..."; comm may contain spaces and parentheses.
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+        fields = _stat(int(name)) if name.isdigit() else None  # state, ppid, pgrp, ...
+        if fields and len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
             return True
     return False
 
@@ -114,13 +107,30 @@ def group_alive(pgid: int) -> bool:
 def start_time(pid: int) -> int | None:
     """When process `pid` started (clock ticks since boot, /proc/<pid>/stat field 22), or None
     when there is no such process (a zombie still has one)."""
+    fields = _stat(pid)
+    return int(fields[19]) if fields is not None and len(fields) > 19 else None
+
+
+def leader_running(pid: int, started: int) -> bool:
+    """True while the process that started at `started` with this pid has not exited."""
+    fields = _stat(pid)
+    return (
+        fields is not None
+        and len(fields) > 19
+        and int(fields[19]) == started
+        and fields[0] not in (b"Z", b"X")
+    )
+
+
+def _stat(pid: int) -> list[bytes] | None:
+    """/proc/<pid>/stat after "pid (comm) " (comm may hold spaces and parentheses): state
+    first; None when there is no such process or no /proc."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
     except OSError:
         return None
-    fields = stat[stat.rfind(b")") + 2 :].split()
-    return int(fields[19]) if len(fields) > 19 else None
+    return stat[stat.rfind(b")") + 2 :].split()
 
 
 def sibling_group_alive(pgid: int, leader_start: int) -> bool:

@@ -4,10 +4,11 @@ A VM driver that runs each VM as a child process group keeps its handle in memor
 server process that started it. The others (the other workers of `serve --workers N`, or a
 process started after that one died) find the VM through its directory instead:
 
-    vm.json          the record: the driver's name, the process group id, the leader's start
-                     time (which tells the leader from a later process given the same pid),
-                     and whatever else the driver needs to reach the VM again; written once
-                     the VM runs
+    vm.json          the record: the driver's name, the host (this boot of the kernel and
+                     this pid namespace: outside them a pid means nothing), the process group
+                     id, the leader's start time (which tells the leader from a later process
+                     given the same pid, None if it had already exited), and whatever else
+                     the driver needs to reach the VM again; written once the VM runs
     exit.json        {"exit_code": N}, written by the starting process when the leader exits
     stop-requested   left by whichever process asked it to stop, so that all of them report
                      an exit caused by that request as `stopped`, not `error`
@@ -17,12 +18,15 @@ Each JSON file is written whole or not at all (a temporary file renamed into pla
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "host_identity",
     "mark_stop_requested",
     "read_exit",
     "read_record",
@@ -43,16 +47,33 @@ def vm_directory(data_dir: Path, vm_id: str) -> Path | None:
     return data_dir / "vms" / vm_id if _VM_ID.fullmatch(vm_id) else None
 
 
+@functools.cache
+def host_identity() -> str | None:
+    """This boot of this host and this pid namespace (None without /proc): a record made
+    under another one (a shared RUNTIME_DATA, a reboot, another container) is not ours."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        pid_namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
+    return f"{boot}/{pid_namespace}"
+
+
 def write_record(workdir: Path, record: dict[str, Any]) -> None:
-    _write_json(workdir / RECORD, record)
+    _write_json(workdir / RECORD, {**record, "host": host_identity()})
 
 
 def read_record(workdir: Path, driver: str) -> dict[str, Any] | None:
-    """The record of a VM `driver` started, or None (none, another driver's, or no group)."""
+    """The record of a VM `driver` started on this host, or None (none, another driver's,
+    another host's, or no group id)."""
     record = _read_json(workdir / RECORD)
     if record is None or record.get("driver") != driver:
         return None
-    if not all(isinstance(record.get(key), int) for key in ("pgid", "leader_start")):
+    if host_identity() is None or record.get("host") != host_identity():
+        return None
+    if not isinstance(record.get("pgid"), int):
+        return None
+    if not isinstance(record.get("leader_start"), int | None):
         return None
     return record
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from runtime import NotFound, VMDriver, VMSpec
+from runtime import NotFound, VMDriver, VMSpec, vmfiles
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -299,6 +299,25 @@ async def test_a_sibling_process_sees_and_stops_the_vm(driver: Any) -> None:
 
 
 @pytest.mark.anyio
+async def test_a_sibling_stop_keeps_the_verdict_of_a_leader_that_already_exited(
+    driver: Any,
+) -> None:
+    """Stopping from another process ends the same way as from the starting one: the group
+    left behind is cleaned up, and the leader's own failure stays an error."""
+    sibling = vm_process.ProcessDriver(driver.data_dir, stop_grace=2.0)
+    info = await driver.spawn(spec(["sh", "-c", "sleep 60 & echo $! > grandchild.pid; exit 3"]))
+    await wait_exit(driver, info.vm_id)
+    grandchild = int((Path(info.details["workdir"]) / "grandchild.pid").read_text())
+    assert not gone(grandchild)
+
+    stopped = await sibling.stop(info.vm_id)
+
+    assert (stopped.state, stopped.exit_code) == ("error", 3)
+    assert gone(grandchild)
+    assert (await driver.status(info.vm_id)).state == "error"
+
+
+@pytest.mark.anyio
 async def test_a_vm_stopped_by_its_own_worker_reads_stopped_everywhere(driver: Any) -> None:
     sibling = vm_process.ProcessDriver(driver.data_dir)
     info = await driver.spawn(spec(["sleep", "60"]))
@@ -359,12 +378,16 @@ async def test_a_reused_group_id_is_never_signalled(tmp_path: Path) -> None:
         "leader_start": (vm_process.start_time(own_group) or 0) + 1,
         "started_at": 0.0,
     }
-    (workdir / "vm.json").write_text(json.dumps(record))
+    vmfiles.write_record(workdir, record)
 
     stopped = await drv.stop(vm_id)
 
     assert stopped.state == "error" and stopped.details["exit"].startswith("unknown")
     assert vm_process.group_alive(own_group)  # still here
+    # A record made on another host (a shared RUNTIME_DATA) or before a reboot is not ours.
+    (workdir / "vm.json").write_text(json.dumps({**record, "host": "another-boot/1"}))
+    with pytest.raises(NotFound):
+        await vm_process.ProcessDriver(tmp_path / "data").status(vm_id)
     for bad in ("proc-nope", "../../etc", "proc-0123456789ab/../x"):
         with pytest.raises(NotFound):
             await drv.status(bad)

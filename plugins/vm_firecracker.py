@@ -80,8 +80,6 @@ from runtime import (
     VMInfo,
     VMSpec,
     hookimpl,
-    leader_running,
-    sibling_group_alive,
     spawn_group,
     start_time,
     terminate_group,
@@ -98,7 +96,6 @@ API_TIMEOUT_S = 10.0
 STATUS_TIMEOUT_S = 2.0  # `status` must stay quick even when the VMM hangs
 COMMAND_TIMEOUT_S = 30.0  # ip, cp
 POLL_S = 0.05
-SIBLING_EXIT_WAIT_S = 1.0  # after stopping a sibling's VM: wait this long for its exit.json
 
 Argv = list[str]
 State = Literal["starting", "running", "busy", "stopping", "stopped", "error"]
@@ -209,33 +206,18 @@ class _FirecrackerVM:
     notes: list[str] = field(default_factory=list)
 
 
-@dataclass(eq=False)
-class _SiblingVM:
+@dataclass(eq=False, kw_only=True)
+class _SiblingVM(vmfiles.SiblingVM):
     """A microVM another server process on this host started, known by its vm.json; it has
     the attributes `_teardown` and the API calls read from a `_FirecrackerVM`."""
 
-    vm_id: str
-    record: dict[str, Any]
-    workdir: Path
     socket_path: Path
     jail_root: Path | None
     netns: str | None
     rootfs_copy: Path | None
     netns_created: bool = True  # recorded once the VM ran, so its namespace exists
-    stop_requested: bool = False
-    stopping: asyncio.Task[None] | None = None
     torn_down: bool = False
-    exit_unknown: bool = False  # its group is gone and no exit.json came: its starter is gone
     notes: list[str] = field(default_factory=list)
-
-    def has_live_group(self) -> bool:
-        return sibling_group_alive(self.record["pgid"], self.record["leader_start"])
-
-    def leader_is_running(self) -> bool:
-        return (
-            leader_running(self.record["pgid"], self.record["leader_start"])
-            and vmfiles.read_exit(self.workdir) is None
-        )
 
     @classmethod
     def from_record(cls, workdir: Path, record: dict[str, Any]) -> _SiblingVM:
@@ -243,13 +225,13 @@ class _SiblingVM:
             return Path(record[key]) if record.get(key) else None
 
         return cls(
-            record["vm_id"],
-            record,
-            workdir,
-            Path(record["socket"]),
-            path("jail_root"),
-            record.get("netns"),
-            path("rootfs_copy"),
+            vm_id=record["vm_id"],
+            record=record,
+            workdir=workdir,
+            socket_path=Path(record["socket"]),
+            jail_root=path("jail_root"),
+            netns=record.get("netns"),
+            rootfs_copy=path("rootfs_copy"),
         )
 
 
@@ -604,23 +586,12 @@ class FirecrackerDriver:
         await terminate_sibling_group(vm.record["pgid"], vm.record["leader_start"], grace)
         # The starting process reaps Firecracker, writes exit.json and cleans up; when that
         # process is gone, nobody else will clean up.
-        await self._await_exit_record(vm)
+        await vm.settle()
         if vm.exit_unknown:
             await self._teardown(vm)
 
-    @staticmethod
-    async def _await_exit_record(vm: _SiblingVM) -> None:
-        """The leader's end and its exit.json are a moment apart (its starter reaps it, then
-        writes): wait that moment out, once, before calling the exit unknown."""
-        if vm.exit_unknown or vmfiles.read_exit(vm.workdir) is not None or vm.has_live_group():
-            return
-        deadline = time.monotonic() + SIBLING_EXIT_WAIT_S
-        while vmfiles.read_exit(vm.workdir) is None and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(POLL_S)
-        vm.exit_unknown = vmfiles.read_exit(vm.workdir) is None
-
     async def _sibling_status(self, vm: _SiblingVM) -> VMInfo:
-        await self._await_exit_record(vm)
+        await vm.settle()
         record = vm.record
         requested = vm.stop_requested or vmfiles.stop_was_requested(vm.workdir)
         details: dict[str, Any] = {
@@ -640,7 +611,7 @@ class FirecrackerDriver:
         }
         if vm.notes:
             details["notes"] = list(vm.notes)
-        exited = vmfiles.read_exit(vm.workdir)
+        exited = vm.exit()
         code = exited.get("exit_code") if exited is not None else None
         state: State
         if exited is not None:

@@ -57,8 +57,6 @@ from runtime import (
     VMSpec,
     group_alive,
     hookimpl,
-    leader_running,
-    sibling_group_alive,
     spawn_group,
     start_time,
     terminate_group,
@@ -68,7 +66,6 @@ from runtime import (
 
 DRIVER_NAME = "process"
 PASSED_ENV = ("PATH", "HOME", "LANG")
-SIBLING_EXIT_WAIT_S = 1.0  # after stopping a sibling's VM: wait this long for its exit.json
 
 # Runs in the child: apply the limits to itself, then become the agent command.
 _RLIMIT_WRAPPER = """\
@@ -110,28 +107,7 @@ class _ProcessVM:
     stopping: asyncio.Task[None] | None = None
 
 
-@dataclass(eq=False)
-class _SiblingVM:
-    """A VM another server process on this host started, known by its vm.json."""
-
-    vm_id: str
-    record: dict[str, Any]
-    workdir: Path
-    stop_requested: bool = False
-    stopping: asyncio.Task[None] | None = None
-    exit_unknown: bool = False  # its group is gone and no exit.json came: its starter is gone
-
-    def has_live_group(self) -> bool:
-        started = self.record["leader_start"]  # None: the leader exited before it was read
-        return started is not None and sibling_group_alive(self.record["pgid"], started)
-
-    def leader_is_running(self) -> bool:
-        started = self.record["leader_start"]
-        return (
-            started is not None
-            and leader_running(self.record["pgid"], started)
-            and vmfiles.read_exit(self.workdir) is None
-        )
+_SiblingVM = vmfiles.SiblingVM
 
 
 class ProcessDriver:
@@ -235,7 +211,7 @@ class ProcessDriver:
     async def status(self, vm_id: str) -> VMInfo:
         vm = self._get(vm_id)
         if isinstance(vm, _SiblingVM):
-            await self._await_exit_record(vm)
+            await vm.settle()
         return self._info(vm)
 
     async def list(self) -> list[VMInfo]:
@@ -282,19 +258,8 @@ class ProcessDriver:
             )
         if vm.stopping is not None:
             await asyncio.shield(vm.stopping)
-        await self._await_exit_record(vm)
+        await vm.settle()
         return self._info(vm)
-
-    @staticmethod
-    async def _await_exit_record(vm: _SiblingVM) -> None:
-        """The leader's end and its exit.json are a moment apart (its starter reaps it, then
-        writes): wait that moment out, once, before calling the exit unknown."""
-        if vm.exit_unknown or vmfiles.read_exit(vm.workdir) is not None or vm.has_live_group():
-            return
-        deadline = time.monotonic() + SIBLING_EXIT_WAIT_S
-        while vmfiles.read_exit(vm.workdir) is None and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
-        vm.exit_unknown = vmfiles.read_exit(vm.workdir) is None
 
     def _child_env(self, spec: VMSpec, vm_id: str) -> dict[str, str]:
         env = dict(self.base_env)
@@ -323,7 +288,7 @@ class ProcessDriver:
             code, running = vm.proc.returncode, vm.proc.returncode is None
         else:
             details["started_by"] = "another server process"
-            exited = vmfiles.read_exit(vm.workdir)
+            exited = vm.exit()
             code = exited.get("exit_code") if exited else None
             running = exited is None and vm.has_live_group()
             if exited is None and not running:

@@ -34,8 +34,6 @@ from runtime.http.body import read_limited_body
 from runtime.http.responses import error_response
 from runtime.processes import (
     group_alive,
-    leader_running,
-    sibling_group_alive,
     spawn_group,
     start_time,
     terminate_group,
@@ -83,12 +81,10 @@ __all__ = [
     "internal_action",
     "internal_mutation",
     "internal_query",
-    "leader_running",
     "mutation",
     "parse_api_key",
     "query",
     "read_limited_body",
-    "sibling_group_alive",
     "sign_token_from_env",
     "spawn_group",
     "start_time",

@@ -14,18 +14,25 @@ process started after that one died) find the VM through its directory instead:
                      an exit caused by that request as `stopped`, not `error`
 
 Each JSON file is written whole or not at all (a temporary file renamed into place).
+`SiblingVM` is what a driver holds for a VM it found this way.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import os
 import re
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runtime.processes import leader_running, sibling_group_alive
+
 __all__ = [
+    "SiblingVM",
     "host_identity",
     "mark_stop_requested",
     "read_exit",
@@ -36,6 +43,7 @@ __all__ = [
     "write_record",
 ]
 
+EXIT_RECORD_WAIT_S = 1.0  # a leader's end and its exit.json are this far apart at most
 RECORD = "vm.json"
 EXIT = "exit.json"
 STOP_MARK = "stop-requested"
@@ -93,6 +101,44 @@ def mark_stop_requested(workdir: Path) -> None:
 
 def stop_was_requested(workdir: Path) -> bool:
     return (workdir / STOP_MARK).exists()
+
+
+@dataclass(eq=False)
+class SiblingVM:
+    """A VM another server process on this host started, as a driver knows it: its record."""
+
+    vm_id: str
+    record: dict[str, Any]
+    workdir: Path
+    stop_requested: bool = False  # by this process
+    stopping: asyncio.Task[None] | None = None
+    exit_unknown: bool = False  # its group is gone and no exit.json came: its starter is gone
+
+    def has_live_group(self) -> bool:
+        started = self.record["leader_start"]  # None: the leader exited before it was read
+        return started is not None and sibling_group_alive(self.record["pgid"], started)
+
+    def leader_is_running(self) -> bool:
+        """Not exited yet: a stop now is a requested one (an earlier exit keeps its verdict)."""
+        started = self.record["leader_start"]
+        return (
+            started is not None
+            and leader_running(self.record["pgid"], started)
+            and read_exit(self.workdir) is None
+        )
+
+    def exit(self) -> dict[str, Any] | None:
+        return read_exit(self.workdir)
+
+    async def settle(self) -> None:
+        """Between the leader's end and its exit.json (its starter reaps it, then writes)
+        wait once, up to EXIT_RECORD_WAIT_S, before calling the exit unknown."""
+        if self.exit_unknown or self.exit() is not None or self.has_live_group():
+            return
+        deadline = time.monotonic() + EXIT_RECORD_WAIT_S
+        while self.exit() is None and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        self.exit_unknown = self.exit() is None
 
 
 def _write_json(path: Path, value: dict[str, Any]) -> None:

@@ -569,6 +569,10 @@ class FirecrackerDriver:
             vm.stopping = asyncio.ensure_future(self._shutdown_sibling(vm))
         if vm.stopping is not None:
             await asyncio.shield(vm.stopping)
+        else:  # it ended before; if its starter is gone too, nobody cleaned up after it
+            await vm.settle()
+            if vm.exit_unknown:
+                await self._teardown(vm)
         return await self._sibling_status(vm)
 
     async def _shutdown_sibling(self, vm: _SiblingVM) -> None:

@@ -66,6 +66,7 @@ from runtime import (
 
 DRIVER_NAME = "process"
 PASSED_ENV = ("PATH", "HOME", "LANG")
+EXIT_WRITERS_WAIT_S = 5.0  # at shutdown, for the exit.json of the VMs just stopped
 
 # Runs in the child: apply the limits to itself, then become the agent command.
 _RLIMIT_WRAPPER = """\
@@ -225,7 +226,8 @@ class ProcessDriver:
         """Stop every VM still running (called from the `shutdown` hook)."""
         running = [vm_id for vm_id, vm in self._vms.items() if vm.proc.returncode is None]
         await asyncio.gather(*(self.stop(vm_id) for vm_id in running))
-        await asyncio.gather(*self._exit_writers, return_exceptions=True)
+        if self._exit_writers:  # each waits for its VM's exit, which stop() just brought
+            await asyncio.wait(self._exit_writers, timeout=EXIT_WRITERS_WAIT_S)
 
     # --- internals ------------------------------------------------------------------------
 

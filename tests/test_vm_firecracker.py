@@ -520,13 +520,9 @@ async def test_a_sibling_process_reports_and_stops_the_microvm(
     assert [vm.vm_id for vm in await sibling.list()] == [info.vm_id]
 
 
-@pytest.mark.anyio
-async def test_the_microvm_of_a_server_process_that_is_gone_is_stopped_and_cleaned_up(
-    host: Host, drivers: list[Any]
-) -> None:
-    """The starting process exits without stopping its microVM (a crash): another one stops
-    it and removes what the first would have removed."""
-    env = host.env()
+async def spawn_from_a_process_that_exits(env: dict[str, str]) -> tuple[str, int, Path]:
+    """Spawn a microVM from a separate Python process that then exits without stopping it
+    (as a crashed worker would): its (vm_id, pgid, API socket)."""
     plugin = str(ROOT / "plugins" / "vm_firecracker.py")
     starter = (
         "import asyncio, importlib.util, json, sys\n"
@@ -543,8 +539,18 @@ async def test_the_microvm_of_a_server_process_that_is_gone_is_stopped_and_clean
         sys.executable, "-c", starter, stdout=asyncio.subprocess.PIPE, cwd=ROOT
     )
     out, _ = await asyncio.wait_for(proc.communicate(), 60)
-    vm_id, pid, socket_path = out.decode().split()
-    survivor = make(drivers, env)
+    vm_id, pgid, socket_path = out.decode().split()
+    return vm_id, int(pgid), Path(socket_path)
+
+
+@pytest.mark.anyio
+async def test_the_microvm_of_a_server_process_that_is_gone_is_stopped_and_cleaned_up(
+    host: Host, drivers: list[Any]
+) -> None:
+    """The starting process exits without stopping its microVM (a crash): another one stops
+    it and removes what the first would have removed."""
+    vm_id, pgid, socket_path = await spawn_from_a_process_that_exits(host.env())
+    survivor = make(drivers, host.env())
     try:
         assert (await survivor.status(vm_id)).state == "running"
 
@@ -552,12 +558,30 @@ async def test_the_microvm_of_a_server_process_that_is_gone_is_stopped_and_clean
 
         assert stopped.state == "stopped" and stopped.exit_code is None
         assert stopped.details["exit"].startswith("unknown")
-        assert not group_alive(int(pid))
-        assert not exists(Path(socket_path))
+        assert not group_alive(pgid)
+        assert not exists(socket_path)
         assert host.ip_calls()[-1] == f"netns del {vm_firecracker.vm_names(vm_id)[0]}"
     finally:
-        if group_alive(int(pid)):
-            os.killpg(int(pid), signal.SIGKILL)
+        if group_alive(pgid):
+            os.killpg(pgid, signal.SIGKILL)
+
+
+@pytest.mark.anyio
+async def test_stop_cleans_up_after_a_microvm_whose_starter_and_vmm_are_both_gone(
+    host: Host, drivers: list[Any]
+) -> None:
+    vm_id, pgid, socket_path = await spawn_from_a_process_that_exits(host.env())
+    os.killpg(pgid, signal.SIGKILL)  # Firecracker dies too, and nobody reaps or cleans up
+    survivor = make(drivers, host.env())
+    deadline = time.monotonic() + 10
+    while group_alive(pgid) and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.02)
+
+    stopped = await survivor.stop(vm_id)
+
+    assert stopped.state == "error" and stopped.details["exit"].startswith("unknown")
+    assert not exists(socket_path)
+    assert host.ip_calls()[-1] == f"netns del {vm_firecracker.vm_names(vm_id)[0]}"
 
 
 @pytest.mark.anyio

@@ -168,7 +168,8 @@ class Transactor:
                         await conn.execute(SQL["set_local_statement_timeout"], (str(timeout_ms),))
                     value = await body(conn, attempt)
                     committing = True
-                    if conn.pgconn.transaction_status == pq.TransactionStatus.INERROR:
+                    aborted = conn.pgconn.transaction_status == pq.TransactionStatus.INERROR
+                    if aborted and not read_only:  # its COMMIT would roll back, silently
                         raise errors.Internal(ABORTED_BY_CAUGHT_ERROR)
                     tables = changes() if changes is not None else None
                     await conn.command(commit_statement(tables, lock if locked else None))

@@ -20,6 +20,21 @@ from ._tenancy import actor_of, get_owned, page_size, tenant_of
 async def create(
     ctx: Any, email: str, password: str, role: str, tenant_id: str, name: str | None = None
 ) -> dict[str, Any]:
+    return await _hash_and_insert(ctx, email, password, role, tenant_id, name)
+
+
+@action(permission="users:admin")
+async def add(
+    ctx: Any, email: str, password: str, role: str, name: str | None = None
+) -> dict[str, Any]:
+    """Create a user in the caller's tenant."""
+    return await _hash_and_insert(ctx, email, password, role, tenant_of(ctx), name)
+
+
+async def _hash_and_insert(
+    ctx: Any, email: str, password: str, role: str, tenant_id: str, name: str | None
+) -> dict[str, Any]:
+    """Hash here, in the action, so the slow argon2id never runs inside a transaction."""
     password_hash = await hash_password(password)
     return await ctx.run_mutation(
         "users.insert",
@@ -28,25 +43,6 @@ async def create(
             "password_hash": password_hash,
             "role": role,
             "tenant_id": tenant_id,
-            "name": name,
-        },
-    )
-
-
-@action(permission="users:admin")
-async def add(
-    ctx: Any, email: str, password: str, role: str, name: str | None = None
-) -> dict[str, Any]:
-    """Create a user in the caller's tenant."""
-    tenant = tenant_of(ctx)
-    password_hash = await hash_password(password)
-    return await ctx.run_mutation(
-        "users.insert",
-        {
-            "email": email,
-            "password_hash": password_hash,
-            "role": role,
-            "tenant_id": tenant,
             "name": name,
         },
     )

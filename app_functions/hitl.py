@@ -108,9 +108,7 @@ async def get_messages(
     ctx: Any, session_id: str, cursor: str | None = None, limit: int = 50
 ) -> dict[str, Any]:
     """The session's messages, oldest first: `{"page", "cursor", "is_done"}`."""
-    await get_owned(ctx, "hitl_sessions", session_id, "Session")
-    q = ctx.db.query("hitl_messages").with_index("by_session", session_id=session_id)
-    return await q.paginate(cursor, page_size(limit))
+    return await _session_page(ctx, "hitl_messages", session_id, cursor, limit)
 
 
 @mutation(permission="hitl:create")
@@ -150,8 +148,15 @@ async def get_events(
     ctx: Any, session_id: str, cursor: str | None = None, limit: int = 50
 ) -> dict[str, Any]:
     """The session's events, oldest first: `{"page", "cursor", "is_done"}`."""
+    return await _session_page(ctx, "hitl_events", session_id, cursor, limit)
+
+
+async def _session_page(
+    ctx: Any, table: str, session_id: str, cursor: str | None, limit: int
+) -> dict[str, Any]:
+    """One page of a session's rows in `table` (by_session index), the session checked first."""
     await get_owned(ctx, "hitl_sessions", session_id, "Session")
-    q = ctx.db.query("hitl_events").with_index("by_session", session_id=session_id)
+    q = ctx.db.query(table).with_index("by_session", session_id=session_id)
     return await q.paginate(cursor, page_size(limit))
 
 

@@ -35,11 +35,9 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from benchmarks._common import embedded_postgres, fresh_database, median, say
+from benchmarks.handwritten import BEGIN, SELECT, UPDATE  # the same statements, one definition
 from runtime.db.connection import RuntimeConnection
 
-BEGIN = "BEGIN ISOLATION LEVEL SERIALIZABLE"
-SELECT = 'SELECT * FROM "tickets" WHERE _id = %s::uuid'
-UPDATE = 'UPDATE "tickets" SET "touches" = %s::bigint, "heartbeat_at" = %s::timestamptz WHERE _id = %s::uuid'
 SCHEMA = """
 CREATE TABLE tickets (
     _id uuid PRIMARY KEY DEFAULT gen_random_uuid(),

@@ -360,12 +360,7 @@ def low_contention(
     ratios = ratio_block(results)
     say("  -- medians --")
     for name, m in summary.items():
-        say(
-            line(
-                f"{name} (median)",
-                {**m, "non2xx": m["non2xx"], "socket_errors": m["socket_errors"]},
-            )
-        )
+        say(line(f"{name} (median)", m))
     say(
         f"  runtime / hand-written: calls/s {ratios['rps_ratio_paired_median']:.2f}x "
         f"(median of paired rounds; ratio of medians {ratios['rps_ratio_of_medians']:.2f}x), "

@@ -195,8 +195,9 @@ WEBHOOKS = Counter(
     registry=REGISTRY,
 )
 
-# What each transactor's counters were at the last sync: the counters above grow by the
-# difference. Keyed weakly, so a stopped runtime (tests start many) is forgotten.
+# What each source's counters (a transactor's, a subscription hub's) were at the last sync:
+# the counters above grow by the difference. Keyed weakly, so a stopped runtime (tests start
+# many) is forgotten.
 _synced: weakref.WeakKeyDictionary[Any, tuple[int, ...]] = weakref.WeakKeyDictionary()
 
 
